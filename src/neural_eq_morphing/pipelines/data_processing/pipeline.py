@@ -1,0 +1,89 @@
+"""The ``data_processing`` pipeline: fetch → ingest → validate → filter → split → normalise."""
+
+from __future__ import annotations
+
+from kedro.pipeline import Pipeline, node
+
+from neural_eq_morphing.pipelines.data_processing.nodes import (
+    describe_raw_file,
+    filter_terms,
+    fit_normaliser,
+    ingest_safe_db,
+    normalise_splits,
+    split_by_contributor,
+    validate_settings,
+)
+
+#: Variants whose model inputs this pipeline prepares; each is a namespace.
+NORMALISED_VARIANTS = ("log1", "log2")
+
+
+def create_normalisation_pipeline() -> Pipeline:
+    """Template: fit one normaliser and write the normalised train/validation/test tables."""
+    return Pipeline(
+        [
+            node(
+                fit_normaliser,
+                inputs=["settings_filtered", "split_assignment", "params:normaliser"],
+                outputs="normaliser",
+                name="fit_normaliser",
+            ),
+            node(
+                normalise_splits,
+                inputs=["settings_filtered", "split_assignment", "normaliser"],
+                outputs=["model_input_train", "model_input_validation", "model_input_test"],
+                name="normalise_splits",
+            ),
+        ]
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the ``data_processing`` pipeline with one normalisation namespace per variant."""
+    shared = Pipeline(
+        [
+            node(
+                describe_raw_file,
+                inputs=["safe_db_raw", "params:safe_db"],
+                outputs="raw_data_provenance",
+                name="describe_raw_file",
+            ),
+            node(
+                ingest_safe_db,
+                inputs=["safe_db_raw", "params:terms"],
+                outputs="settings_ingested",
+                name="ingest_safe_db",
+            ),
+            node(
+                validate_settings,
+                inputs=["settings_ingested", "params:validation"],
+                outputs=["settings_validated", "settings_quarantine", "validation_report"],
+                name="validate_settings",
+            ),
+            node(
+                filter_terms,
+                inputs=["settings_validated", "params:terms"],
+                outputs=["settings_filtered", "term_summary"],
+                name="filter_terms",
+            ),
+            node(
+                split_by_contributor,
+                inputs=["settings_filtered", "params:split"],
+                outputs=["split_assignment", "split_summary"],
+                name="split_by_contributor",
+            ),
+        ],
+        tags="data_processing",
+    )
+    template = create_normalisation_pipeline()
+    variants = [
+        Pipeline(
+            template,
+            namespace=variant,
+            inputs={"settings_filtered", "split_assignment"},
+            parameters={"params:normaliser": f"params:normalisers.{variant}"},
+            tags="data_processing",
+        )
+        for variant in NORMALISED_VARIANTS
+    ]
+    return shared + sum(variants, Pipeline([]))

@@ -1,0 +1,111 @@
+"""Shared fixtures: small SAFE-DB files built by the tests, and the real file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAFE_DB_NAME = "SAFEEqualiserUserData.csv"
+SAFE_DB_SHA256 = "cc43858680115070ffdfa41a1158fca1344db2e0096ba73fe68990e90a284af1"
+
+
+def find_real_safe_db() -> Path | None:
+    """Locate the real SAFE-DB file: $SAFE_DB_PATH, ../shared/safe-db, or data/01_raw."""
+    candidates = [
+        os.environ.get("SAFE_DB_PATH"),
+        PROJECT_ROOT.parent / "shared" / "safe-db" / SAFE_DB_NAME,
+        PROJECT_ROOT / "data" / "01_raw" / SAFE_DB_NAME,
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_safe_db() -> Path:
+    """Path of the real SAFE-DB file; the test is skipped where there is none."""
+    path = find_real_safe_db()
+    if path is None:
+        pytest.skip(
+            f"the real {SAFE_DB_NAME} is not available (set SAFE_DB_PATH or put it in "
+            "../shared/safe-db/)"
+        )
+    return path
+
+
+def make_line(
+    entry_id: object,
+    descriptor: str = "warm",
+    address: str = "192.0.2.1",
+    params: Sequence[object] | None = None,
+    channels: tuple[object, object] = (2, 2),
+    checksum: str = "0123456789abcdef0123456789abcdef",
+) -> str:
+    """Build one 25-field SAFE-DB line (no trailing newline)."""
+    if params is None:
+        params = ((LOWER_LIMITS + UPPER_LIMITS) / 2).tolist()
+    fields = [
+        str(entry_id),
+        descriptor,
+        address,
+        str(channels[0]),
+        str(channels[1]),
+        *(str(value) for value in params),
+        *([""] * 6),
+        checksum,
+    ]
+    return ",".join(fields)
+
+
+@pytest.fixture
+def line_factory() -> Callable[..., str]:
+    """The :func:`make_line` builder."""
+    return make_line
+
+
+def random_settings(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random in-range settings in plug-in units (log-uniform frequencies and Q)."""
+    unit = rng.random((n, len(LOWER_LIMITS)))
+    settings = LOWER_LIMITS + unit * (UPPER_LIMITS - LOWER_LIMITS)
+    positive = LOWER_LIMITS > 0
+    low, high = np.log10(LOWER_LIMITS[positive]), np.log10(UPPER_LIMITS[positive])
+    settings[:, positive] = 10 ** (low + unit[:, positive] * (high - low))
+    return settings
+
+
+@pytest.fixture
+def small_safe_db() -> bytes:
+    """A small valid file: 3 terms over 9 contributors, 40 rows."""
+    rng = np.random.default_rng(0)
+    lines = []
+    terms = ["warm"] * 16 + ["bright"] * 16 + ["airy"] * 6 + ["rare"] * 2
+    for index, term in enumerate(terms, start=1):
+        address = f"198.51.100.{index % 9}"
+        params = random_settings(rng, 1)[0]
+        lines.append(make_line(index, term.capitalize() + " ", address, params))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throw-away copy of the project (config only) with its own MLflow store."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
+    shutil.copy(PROJECT_ROOT / ".telemetry", project / ".telemetry")
+    shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
+    (project / "conf" / "local").mkdir()
+    (project / "data" / "01_raw").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
+    monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    return project
