@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kedro.framework.startup import bootstrap_project
 
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
 
@@ -105,7 +106,11 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(PROJECT_ROOT / "conf", project / "conf", ignore=shutil.ignore_patterns("local"))
     (project / "conf" / "local").mkdir()
     (project / "data" / "01_raw").mkdir(parents=True)
+    (project / "src").mkdir()  # the package itself is imported from the installed project
     monkeypatch.chdir(project)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
     monkeypatch.setenv("KEDRO_DISABLE_TELEMETRY", "true")
+    # Bootstrapping configures Kedro's logging; doing it here, before the test body runs,
+    # keeps pytest's log capture attached for the test itself.
+    bootstrap_project(project)
     return project
