@@ -96,10 +96,9 @@ def small_safe_db() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-@pytest.fixture
-def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A throw-away copy of the project (config only) with its own MLflow store."""
-    project = tmp_path / "project"
+def make_kedro_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Create a throw-away copy of the project (config only) with its own MLflow store."""
+    project = root / "project"
     project.mkdir()
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
     shutil.copy(PROJECT_ROOT / ".telemetry", project / ".telemetry")
@@ -114,3 +113,9 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # keeps pytest's log capture attached for the test itself.
     bootstrap_project(project)
     return project
+
+
+@pytest.fixture
+def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throw-away copy of the project for one test."""
+    return make_kedro_project(tmp_path, monkeypatch)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from kedro.io.core import DatasetError
 
-from neural_eq_morphing.datasets import SafeDbRawDataset
+from neural_eq_morphing.datasets.safe_db_dataset import SafeDbRawDataset
 
 BODY = b"1,warm,x,2,2" + b",0" * 20 + b"\n"
 

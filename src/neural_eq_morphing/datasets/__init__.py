@@ -1,5 +1,6 @@
-"""Project-specific Kedro datasets."""
+"""Project-specific Kedro datasets.
 
-from neural_eq_morphing.datasets.safe_db_dataset import SafeDbRawDataset
-
-__all__ = ["SafeDbRawDataset"]
+Import them from their modules (``neural_eq_morphing.datasets.safe_db_dataset``,
+``neural_eq_morphing.datasets.torch_model``) so that using one does not import the other's
+dependencies (torch, MLflow).
+"""

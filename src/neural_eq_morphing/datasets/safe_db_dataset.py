@@ -99,7 +99,7 @@ class SafeDbRawDataset(AbstractDataset[None, bytes]):
     Example catalog entry::
 
         safe_db_raw:
-          type: neural_eq_morphing.datasets.SafeDbRawDataset
+          type: neural_eq_morphing.datasets.safe_db_dataset.SafeDbRawDataset
           filepath: data/01_raw/SAFEEqualiserUserData.csv
           url: ${globals:safe_db.url}
           sha256: ${globals:safe_db.sha256}

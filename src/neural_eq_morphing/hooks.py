@@ -1,0 +1,102 @@
+"""Project hooks: provenance tags on the MLflow run that kedro-mlflow opens for each run."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+from kedro.pipeline import Node
+
+logger = logging.getLogger(__name__)
+
+PROVENANCE_DATASET = "raw_data_provenance"
+TRAINING_PARAMS = "training"
+
+
+def git_commit(project_path: Path) -> str:
+    """Return the project's git commit (``-dirty`` when tracked files changed), or ``unknown``."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=project_path,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_path,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if changes else commit
+
+
+class ProvenanceTagsHook:
+    """Tag the active MLflow run with the git commit, SAFE-DB checksum, variants and seeds.
+
+    Tags: ``git_commit``; ``safe_db_sha256`` and ``safe_db_matches_published`` whenever
+    ``raw_data_provenance`` is saved or loaded; ``variant`` (comma-joined when a run
+    trains several) and ``seed`` / ``<variant>.seed`` before each training node runs.
+    """
+
+    def __init__(self) -> None:
+        self._commit = "unknown"
+        self._variants: dict[str, Any] = {}
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Read the project's git commit once and reset per-run state."""
+        self._commit = git_commit(Path(context.project_path))
+        self._variants = {}
+
+    @staticmethod
+    def _set_tags(tags: dict[str, Any]) -> None:
+        if mlflow.active_run() is not None:
+            mlflow.set_tags({key: str(value) for key, value in tags.items()})
+
+    def _provenance(self, dataset_name: str, data: Any) -> None:
+        if dataset_name == PROVENANCE_DATASET and isinstance(data, dict):
+            self._set_tags(
+                {
+                    "safe_db_sha256": data.get("sha256"),
+                    "safe_db_matches_published": data.get("matches_published"),
+                    "git_commit": self._commit,
+                }
+            )
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node: Node) -> None:
+        """Tag the checksum when the data_processing pipeline writes the provenance."""
+        self._provenance(dataset_name, data)
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any, node: Node) -> None:
+        """Tag the checksum when a pipeline reads the provenance of earlier processing."""
+        self._provenance(dataset_name, data)
+
+    @hook_impl
+    def before_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
+        """Tag variant and seed before a training node runs."""
+        variant = node.namespace
+        config = inputs.get(f"params:{variant}.{TRAINING_PARAMS}") if variant else None
+        if not isinstance(config, dict) or "seed" not in config:
+            return
+        self._variants[variant] = config["seed"]
+        tags = {
+            "variant": ",".join(sorted(self._variants)),
+            "git_commit": self._commit,
+            f"{variant}.seed": config["seed"],
+        }
+        if len(self._variants) == 1:
+            tags["seed"] = config["seed"]
+        self._set_tags(tags)

@@ -1,0 +1,158 @@
+"""Nodes of the ``training`` pipeline: normalised splits to a trained model and its latents."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, normaliser_from_dict
+from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.progress import default_progress
+from neural_eq_morphing.models.training import TrainingConfig, train
+
+logger = logging.getLogger(__name__)
+
+PARAMS = list(PARAMETER_NAMES)
+SPLITS = ("train", "validation", "test")
+#: Columns of the history that become MLflow metric histories (one step per epoch).
+HISTORY_METRICS = (
+    "train_loss",
+    "train_reconstruction",
+    "train_contrastive",
+    "val_loss",
+    "val_reconstruction",
+    "val_contrastive",
+    "contrastive_weight",
+    "learning_rate",
+)
+
+
+def _features(table: pd.DataFrame) -> np.ndarray:
+    return table[PARAMS].to_numpy(dtype=np.float32)
+
+
+def _term_codes(*tables: pd.DataFrame) -> list[np.ndarray]:
+    vocabulary = sorted(set().union(*(set(table["term"]) for table in tables)))
+    index = {term: code for code, term in enumerate(vocabulary)}
+    return [table["term"].map(index).to_numpy(dtype=np.int64) for table in tables]
+
+
+def train_model(
+    train_table: pd.DataFrame,
+    validation_table: pd.DataFrame,
+    normaliser: Mapping[str, Any],
+    training: Mapping[str, Any],
+) -> tuple[SemanticEQModel, SemanticEQModel, dict[str, Any], pd.DataFrame]:
+    """Train one model of a variant on the training split, validating on the validation split.
+
+    Args:
+        train_table: Normalised training split (``term`` and the 13 features).
+        validation_table: Normalised validation split.
+        normaliser: The variant's normaliser (Log 1's z-score is needed for its loss).
+        training: The variant's ``training`` parameters (see ``parameters_training.yml``).
+
+    Returns:
+        The trained model (eval mode) twice — for the local versioned file and for the
+        MLflow model —, the normaliser that goes with it (to be logged beside it), and the
+        per-epoch history.
+    """
+    if train_table.empty or validation_table.empty:
+        raise ValueError("training needs non-empty train and validation splits")
+    values = dict(training)
+    seed = int(values.pop("seed"))
+    config = TrainingConfig.from_dict(values)
+    transform = normaliser_from_dict(normaliser)
+    zscore = transform if isinstance(transform, ZScoreNormaliser) else None
+    train_labels, validation_labels = _term_codes(train_table, validation_table)
+    logger.info(
+        "Training %s (seed %d): %d epochs, batch %d, %d training and %d validation rows",
+        config.variant,
+        seed,
+        config.epochs,
+        config.batch_size,
+        len(train_table),
+        len(validation_table),
+    )
+    result = train(
+        config,
+        _features(train_table),
+        train_labels,
+        _features(validation_table),
+        validation_labels,
+        seeds=[seed],
+        zscore_mean=None if zscore is None else zscore.mean,
+        zscore_std=None if zscore is None else zscore.std,
+        progress=default_progress(f"train {config.variant}"),
+    )
+    model = result.models[0].eval()
+    history = result.history.drop(columns="seed").reset_index(drop=True)
+    last = history.iloc[-1]
+    logger.info(
+        "Trained %s: final train loss %.4g (reconstruction %.4g, contrastive %.4g), "
+        "validation loss %.4g",
+        config.variant,
+        last["train_loss"],
+        last["train_reconstruction"],
+        last["train_contrastive"],
+        last["val_loss"],
+    )
+    return model, model, dict(normaliser), history
+
+
+def history_to_metrics(history: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
+    """Turn the per-epoch history into MLflow metric histories (step = epoch).
+
+    Args:
+        history: Output of :func:`train_model`.
+
+    Returns:
+        ``{metric: [{"step": epoch, "value": value}, ...]}`` for kedro-mlflow.
+    """
+    missing = [column for column in HISTORY_METRICS if column not in history]
+    if missing:
+        raise ValueError(f"the training history lacks the column(s) {missing}")
+    return {
+        column: [
+            {"step": int(epoch), "value": float(value)}
+            for epoch, value in zip(history["epoch"], history[column], strict=True)
+        ]
+        for column in HISTORY_METRICS
+    }
+
+
+def embed_settings(
+    model: SemanticEQModel,
+    train_table: pd.DataFrame,
+    validation_table: pd.DataFrame,
+    test_table: pd.DataFrame,
+) -> pd.DataFrame:
+    """Encode every filtered row into the latent space (eval mode, no dropout).
+
+    Args:
+        model: The trained model.
+        train_table: Normalised training split.
+        validation_table: Normalised validation split.
+        test_table: Normalised test split.
+
+    Returns:
+        One row per setting: ``entry_id``, ``contributor_id``, ``term``, ``split`` and the
+        latent coordinates ``latent_00`` … ``latent_31``.
+    """
+    tables = [
+        table[["entry_id", "contributor_id", "term"]].assign(split=name)
+        for table, name in zip((train_table, validation_table, test_table), SPLITS, strict=True)
+    ]
+    features = np.concatenate([_features(t) for t in (train_table, validation_table, test_table)])
+    model.eval()
+    with torch.no_grad():
+        latent = model.encode(torch.from_numpy(features)).numpy()
+    columns = [f"latent_{i:02d}" for i in range(latent.shape[1])]
+    frame = pd.concat(tables, ignore_index=True)
+    frame["split"] = frame["split"].astype("string")
+    return pd.concat([frame, pd.DataFrame(latent, columns=columns)], axis=1)

@@ -1,0 +1,93 @@
+"""Both variants through their namespaced training pipelines, tracked in a temporary MLflow."""
+
+from __future__ import annotations
+
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from kedro.framework.session import KedroSession
+from mlflow.tracking import MlflowClient
+
+from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+from neural_eq_morphing.pipelines.training.nodes import HISTORY_METRICS
+from tests.conftest import SAFE_DB_NAME, SAFE_DB_SHA256, find_real_safe_db, make_kedro_project
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """One short run of data processing and both training namespaces, shared by the tests."""
+    real_safe_db = find_real_safe_db()
+    if real_safe_db is None:
+        pytest.skip(f"the real {SAFE_DB_NAME} is not available")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        project = make_kedro_project(tmp_path_factory.mktemp("training"), monkeypatch)
+        shutil.copy(real_safe_db, project / "data" / "01_raw" / SAFE_DB_NAME)
+        params = {variant: {"training": {"epochs": EPOCHS}} for variant in ("log1", "log2")}
+        with KedroSession.create(project_path=project, runtime_params=params) as session:
+            session.run(pipeline_names=["data_processing", "training"])
+            context = session.load_context()
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name("neural_eq_morphing")
+        runs = client.search_runs([experiment.experiment_id])
+        yield context.catalog, client, experiment, runs
+
+
+def test_both_variants_are_tracked_in_one_run(trained):
+    catalog, client, _, runs = trained
+    assert len(runs) == 1
+    run = runs[0]
+    run_id = run.info.run_id
+
+    assert run.data.tags["variant"] == "log1,log2"
+    assert run.data.tags["log1.seed"] == "42"
+    assert run.data.tags["log2.seed"] == "42"
+    assert run.data.tags["safe_db_sha256"] == SAFE_DB_SHA256
+    assert run.data.tags["git_commit"]
+    assert run.data.params["log2.training.epochs"] == str(EPOCHS)
+    assert run.data.params["log1.training.batch_size"] == "32"
+
+    for variant in ("log1", "log2"):
+        for metric in HISTORY_METRICS:
+            history = client.get_metric_history(run_id, f"{variant}.{metric}")
+            assert len(history) == EPOCHS, f"{variant}.{metric}"
+        local = catalog.load(f"{variant}.training_history")
+        logged = [m.value for m in client.get_metric_history(run_id, f"{variant}.train_loss")]
+        np.testing.assert_allclose(sorted(logged), sorted(local["train_loss"]))
+        artifacts = [a.path for a in client.list_artifacts(run_id, variant)]
+        assert f"{variant}/normaliser.json" in artifacts
+
+    # Log 1's reconstruction compares dB/Hz/Q outputs with z-scores: huge, recorded as is.
+    log1 = catalog.load("log1.training_history")
+    log2 = catalog.load("log2.training_history")
+    assert np.isfinite(log1["train_reconstruction"]).all()
+    assert log1["train_reconstruction"].iloc[-1] > 100 * log2["train_reconstruction"].iloc[-1]
+
+
+def test_logged_log2_model_reproduces_the_catalog_embeddings(trained):
+    catalog, _, experiment, runs = trained
+    models = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id], output_format="list"
+    )
+    by_name = {model.name: model for model in models}
+    assert {"log1_model", "log2_model"} <= set(by_name)
+    assert by_name["log2_model"].source_run_id == runs[0].info.run_id
+
+    model = mlflow.pytorch.load_model(by_name["log2_model"].model_uri).eval()
+    embeddings = catalog.load("log2.latent_embeddings")
+    inputs = [catalog.load(f"log2.model_input_{s}") for s in ("train", "validation", "test")]
+    assert len(embeddings) == sum(len(t) for t in inputs) == 1283
+    features = np.concatenate([t[list(PARAMETER_NAMES)].to_numpy(np.float32) for t in inputs])
+    with torch.no_grad():
+        latent = model.encode(torch.from_numpy(features)).numpy()
+    np.testing.assert_allclose(latent, embeddings.filter(like="latent_").to_numpy(), atol=1e-6)
+
+    local = catalog.load("log2.model")
+    for key, value in local.state_dict().items():
+        assert torch.equal(value, model.state_dict()[key])
