@@ -46,7 +46,8 @@ class ProvenanceTagsHook:
 
     Tags: ``git_commit``; ``safe_db_sha256`` and ``safe_db_matches_published`` whenever
     ``raw_data_provenance`` is saved or loaded; ``variant`` (comma-joined when a run
-    trains several) and ``seed`` / ``<variant>.seed`` before each training node runs.
+    trains several) and ``seed`` / ``<variant>.seed`` before each training node runs; the
+    run is renamed after its variants and seeds (``log2 seed 42``).
     """
 
     def __init__(self) -> None:
@@ -99,4 +100,8 @@ class ProvenanceTagsHook:
         }
         if len(self._variants) == 1:
             tags["seed"] = config["seed"]
+        # The run's display name in the MLflow UI: variant and seed rather than "__default__".
+        tags["mlflow.runName"] = " + ".join(
+            f"{name} seed {seed}" for name, seed in sorted(self._variants.items())
+        )
         self._set_tags(tags)

@@ -46,6 +46,7 @@ def test_both_variants_are_tracked_in_one_run(trained):
     run_id = run.info.run_id
 
     assert run.data.tags["variant"] == "log1,log2"
+    assert run.info.run_name == "log1 seed 42 + log2 seed 42"
     assert run.data.tags["log1.seed"] == "42"
     assert run.data.tags["log2.seed"] == "42"
     assert run.data.tags["safe_db_sha256"] == SAFE_DB_SHA256
