@@ -1,0 +1,5 @@
+"""Evaluate a trained variant: ranges, clustering, reconstruction, generation, plots."""
+
+from neural_eq_morphing.pipelines.evaluation.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]
