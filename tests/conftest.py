@@ -9,13 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from mlflow.tracking import MlflowClient
 
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAFE_DB_NAME = "SAFEEqualiserUserData.csv"
 SAFE_DB_SHA256 = "cc43858680115070ffdfa41a1158fca1344db2e0096ba73fe68990e90a284af1"
+SHORT_EPOCHS = 3
 
 
 def find_real_safe_db() -> Path | None:
@@ -119,3 +122,32 @@ def make_kedro_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A throw-away copy of the project for one test."""
     return make_kedro_project(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory: pytest.TempPathFactory):
+    """One short run (3 epochs) of data processing, training and evaluation of both variants.
+
+    Returns the project path, the loaded catalog, an MLflow client, the experiment and its
+    runs; shared by the integration tests of training and evaluation.
+    """
+    real_safe_db = find_real_safe_db()
+    if real_safe_db is None:
+        pytest.skip(f"the real {SAFE_DB_NAME} is not available")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        project = make_kedro_project(tmp_path_factory.mktemp("short_run"), monkeypatch)
+        shutil.copy(real_safe_db, project / "data" / "01_raw" / SAFE_DB_NAME)
+        params = {variant: {"training": {"epochs": SHORT_EPOCHS}} for variant in ("log1", "log2")}
+        with KedroSession.create(project_path=project, runtime_params=params) as session:
+            session.run(pipeline_names=["data_processing", "training", "evaluation"])
+            context = session.load_context()
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name("neural_eq_morphing")
+        runs = client.search_runs([experiment.experiment_id])
+        yield {
+            "project": project,
+            "catalog": context.catalog,
+            "client": client,
+            "experiment": experiment,
+            "runs": runs,
+        }

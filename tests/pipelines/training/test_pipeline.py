@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
-
 import mlflow
 import numpy as np
 import pytest
 import torch
-from kedro.framework.session import KedroSession
-from mlflow.tracking import MlflowClient
 
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.pipelines.training.nodes import HISTORY_METRICS
-from tests.conftest import SAFE_DB_NAME, SAFE_DB_SHA256, find_real_safe_db, make_kedro_project
+from tests.conftest import SAFE_DB_SHA256, SHORT_EPOCHS
 
 pytestmark = pytest.mark.integration
 
-EPOCHS = 3
+EPOCHS = SHORT_EPOCHS
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory):
-    """One short run of data processing and both training namespaces, shared by the tests."""
-    real_safe_db = find_real_safe_db()
-    if real_safe_db is None:
-        pytest.skip(f"the real {SAFE_DB_NAME} is not available")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        project = make_kedro_project(tmp_path_factory.mktemp("training"), monkeypatch)
-        shutil.copy(real_safe_db, project / "data" / "01_raw" / SAFE_DB_NAME)
-        params = {variant: {"training": {"epochs": EPOCHS}} for variant in ("log1", "log2")}
-        with KedroSession.create(project_path=project, runtime_params=params) as session:
-            session.run(pipeline_names=["data_processing", "training"])
-            context = session.load_context()
-        client = MlflowClient()
-        experiment = client.get_experiment_by_name("neural_eq_morphing")
-        runs = client.search_runs([experiment.experiment_id])
-        yield context.catalog, client, experiment, runs
+def trained(short_run):
+    return short_run["catalog"], short_run["client"], short_run["experiment"], short_run["runs"]
 
 
 def test_both_variants_are_tracked_in_one_run(trained):

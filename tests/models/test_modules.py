@@ -1,0 +1,141 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS, indices_of_kind
+from neural_eq_morphing.models import SemanticEQModel, build_model
+from neural_eq_morphing.models.modules import ResidualBlock, head_constants
+
+
+@pytest.mark.parametrize("variant", ["log1", "log2"])
+def test_shapes(variant):
+    model = SemanticEQModel(variant, seed=0).eval()
+    x = torch.rand(7, 13)
+    latent, projection, reconstruction = model(x)
+    assert latent.shape == (7, 32)
+    assert projection.shape == (7, 128)
+    assert reconstruction.shape == (7, 13)
+    assert model.encode(x).shape == (7, 32)
+    assert model.decode(latent).shape == (7, 13)
+    # Leading batch dimensions pass through.
+    assert model(torch.rand(2, 3, 13))[2].shape == (2, 3, 13)
+
+
+def test_latent_is_tanh_bounded():
+    model = SemanticEQModel("log2", seed=1).eval()
+    latent = model.encode(torch.randn(64, 13) * 100)
+    assert torch.all(latent.abs() <= 1.0)
+
+
+def _extreme_latents() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    random = torch.randn(200, 32, generator=generator)
+    return torch.cat(
+        [
+            random,
+            random * 1e3,
+            torch.full((1, 32), 1e6),
+            torch.full((1, 32), -1e6),
+            torch.zeros(1, 32),
+            torch.sign(random) * 50,
+        ]
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_log2_decoder_in_unit_interval_for_any_latent(seed):
+    model = SemanticEQModel("log2", seed=seed).eval()
+    with torch.no_grad():
+        output = model.decode(_extreme_latents())
+    assert torch.isfinite(output).all()
+    assert output.min() >= 0.0
+    assert output.max() <= 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_log1_heads_inside_plugin_limits(seed):
+    model = SemanticEQModel("log1", seed=seed).eval()
+    with torch.no_grad():
+        output = model.decode(_extreme_latents()).double().numpy()
+    assert np.isfinite(output).all()
+    # float32 round-off at the limits only.
+    tolerance = 1e-6 * np.maximum(np.abs(LOWER_LIMITS), np.abs(UPPER_LIMITS))
+    assert np.all(output >= LOWER_LIMITS - tolerance)
+    assert np.all(output <= UPPER_LIMITS + tolerance)
+
+
+def test_log1_head_formulas():
+    slope, scale, shift = head_constants("log1")
+    o = torch.linspace(-8, 8, 101)[:, None].expand(101, 13)
+    out = torch.addcmul(shift, torch.sigmoid(o * slope), scale)
+    gains, freqs, qs = indices_of_kind("gain"), indices_of_kind("freq"), indices_of_kind("q")
+    torch.testing.assert_close(out[:, gains], 12 * torch.tanh(o[:, gains]), atol=1e-5, rtol=0)
+    lower = torch.tensor(LOWER_LIMITS, dtype=torch.float32)
+    upper = torch.tensor(UPPER_LIMITS, dtype=torch.float32)
+    expected_f = lower[freqs] + torch.sigmoid(o[:, freqs]) * (upper[freqs] - lower[freqs])
+    torch.testing.assert_close(out[:, freqs], expected_f)
+    torch.testing.assert_close(out[:, qs], torch.sigmoid(o[:, qs]) * 9.9 + 0.1)
+
+
+def test_log2_head_is_plain_sigmoid():
+    model = SemanticEQModel("log2", seed=3).eval()
+    latent = torch.randn(5, 32)
+    with torch.no_grad():
+        h = latent
+        for block in model.decoder.blocks:
+            h = block(h)
+        expected = torch.sigmoid(model.decoder.head(h))
+        assert torch.equal(model.decode(latent), expected)
+
+
+def test_residual_block_definition():
+    block = ResidualBlock(5, 8, dropout=0.0).eval()
+    x = torch.randn(4, 5)
+    h = torch.relu(block.norm1(block.linear1(x)))
+    expected = block.norm2(block.linear2(h)) + block.skip(x)
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_model_config_round_trip_is_json_able():
+    model = SemanticEQModel("log1", seed=4, dropout=0.2)
+    config = json.loads(json.dumps(model.model_config))
+    rebuilt = build_model(config)
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(3, 13)
+    model.eval()
+    rebuilt.eval()
+    for a, b in zip(model(x), rebuilt(x), strict=True):
+        assert torch.equal(a, b)
+    assert rebuilt.model_config == model.model_config
+
+
+def test_build_model_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown model config"):
+        build_model({"variant": "log2", "width": 3})
+    with pytest.raises(ValueError, match="variant"):
+        SemanticEQModel("log3")  # type: ignore[arg-type]
+
+
+def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a = SemanticEQModel("log2", seed=5).state_dict()
+    after = torch.random.get_rng_state()
+    assert torch.equal(state, after)
+    b = SemanticEQModel("log2", seed=5).state_dict()
+    c = SemanticEQModel("log2", seed=6).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_seeded_init_matches_torch_default_init():
+    torch.manual_seed(11)
+    default = SemanticEQModel("log1").state_dict()
+    seeded = SemanticEQModel("log1", seed=11).state_dict()
+    assert all(torch.equal(default[k], seeded[k]) for k in default)
+
+
+def test_state_dict_holds_only_learnable_parameters():
+    model = SemanticEQModel("log1")
+    assert set(model.state_dict()) == {name for name, _ in model.named_parameters()}

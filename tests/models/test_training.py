@@ -1,0 +1,212 @@
+import io
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
+from neural_eq_morphing.models import (
+    HISTORY_COLUMNS,
+    ConsoleProgress,
+    EpochReport,
+    SemanticEQModel,
+    TrainingConfig,
+    train,
+)
+
+
+def synthetic(n: int = 90, terms: int = 4, seed: int = 0):
+    """Normalised features in [0, 1] clustered by term, and the term ids."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, terms, n)
+    centres = rng.random((terms, 13))
+    features = np.clip(centres[labels] + 0.05 * rng.standard_normal((n, 13)), 0, 1)
+    return features, labels
+
+
+def small_config(variant: str = "log2", **overrides) -> TrainingConfig:
+    values = {
+        "epochs": 3,
+        "batch_size": 16,
+        "hidden_dims": (16, 24, 16),
+        "latent_dim": 8,
+        "projection_dim": 12,
+    }
+    values.update(overrides)
+    return TrainingConfig.for_variant(variant, **values)
+
+
+def weights_of(model: SemanticEQModel) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("variant", ["log1", "log2"])
+def test_same_seed_gives_identical_losses_and_weights(variant):
+    x, y = synthetic()
+    config = small_config(variant)
+    first = train(config, x, y, x[:40], y[:40], seeds=[7])
+    second = train(config, x, y, x[:40], y[:40], seeds=[7])
+    assert first.history.equals(second.history)
+    a, b = weights_of(first.models[0]), weights_of(second.models[0])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = train(config, x, y, x[:40], y[:40], seeds=[8])
+    assert not other.history["train_loss"].equals(first.history["train_loss"])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ensemble_member_matches_training_alone(workers):
+    x, y = synthetic()
+    config = small_config("log2", epochs=4, workers=workers)
+    seeds = [3, 11, 5]
+    ensemble = train(config, x, y, x, y, seeds=seeds)
+    assert ensemble.seeds == seeds
+    for k, seed in enumerate(seeds):
+        alone = train(config, x, y, x, y, seeds=[seed])
+        got = ensemble.history[ensemble.history["seed"] == seed].reset_index(drop=True)
+        for column in ("train_loss", "val_loss", "val_contrastive", "learning_rate"):
+            np.testing.assert_allclose(got[column], alone.history[column], rtol=0, atol=1e-4)
+        a, b = weights_of(ensemble.models[k]), weights_of(alone.models[0])
+        assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-4
+
+
+def test_history_layout_and_schedules():
+    x, y = synthetic()
+    config = small_config("log2", epochs=5, lr_patience=0, lr_threshold=10.0)
+    result = train(config, x, y, x, y, seeds=[1, 2])
+    history = result.history
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert len(history) == 2 * 5
+    assert history["seed"].tolist() == [1] * 5 + [2] * 5
+    assert history["epoch"].tolist() == [1, 2, 3, 4, 5] * 2
+    np.testing.assert_allclose(history["contrastive_weight"][:5], [0.1, 0.2, 0.3, 0.4, 0.5])
+    # threshold 10 makes every epoch "not better" (as in torch, even the first one against
+    # best = inf): with patience 0 the LR halves after every epoch.
+    np.testing.assert_allclose(history["learning_rate"][:5], [1e-3, 5e-4, 2.5e-4, 1.25e-4, 6.25e-5])
+    np.testing.assert_allclose(
+        history["train_loss"],
+        history["train_reconstruction"]
+        + history["contrastive_weight"] * history["train_contrastive"],
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        history["val_loss"],
+        history["val_reconstruction"] + history["contrastive_weight"] * history["val_contrastive"],
+        rtol=1e-6,
+    )
+    assert result.timing.epochs == 5
+    assert result.timing.members == 2
+    assert len(result.timing.epoch_s) == 5
+    assert result.timing.ms_per_model_epoch > 0
+
+
+def test_log1_defaults_and_fixed_weight():
+    config = TrainingConfig.for_variant("log1")
+    assert (config.epochs, config.batch_size, config.lr_schedule) == (100, 32, False)
+    assert config.contrastive_weights() == [0.5] * 100
+    log2 = TrainingConfig.for_variant("log2")
+    assert (log2.epochs, log2.batch_size, log2.lr_schedule) == (150, 64, True)
+    weights = log2.contrastive_weights()
+    assert weights[0] == pytest.approx(0.1)
+    assert weights[-1] == pytest.approx(0.5)
+
+
+def test_log1_consistent_units_changes_the_loss_and_needs_the_normaliser():
+    x, y = synthetic()
+    mean, std = (LOWER_LIMITS + UPPER_LIMITS) / 2, (UPPER_LIMITS - LOWER_LIMITS) / 4
+    plain = train(small_config("log1"), x, y, x, y, seeds=[0], zscore_mean=mean, zscore_std=std)
+    consistent = train(
+        small_config("log1", recon_in_consistent_units=True),
+        x,
+        y,
+        x,
+        y,
+        seeds=[0],
+        zscore_mean=mean,
+        zscore_std=std,
+    )
+    # Decoder outputs in Hz against targets near 0: the original mismatch is huge;
+    # z-scored outputs lie within about ±2 of the targets.
+    assert plain.history["train_reconstruction"].iloc[0] > 1e4
+    assert consistent.history["train_reconstruction"].iloc[0] < 10
+    with pytest.raises(ValueError, match="zscore_mean"):
+        train(small_config("log1", recon_in_consistent_units=True), x, y, x, y, seeds=[0])
+
+
+def test_models_are_eval_mode_modules_with_config():
+    x, y = synthetic()
+    result = train(small_config("log1"), x, y, x, y, seeds=[0, 1])
+    assert len(result.models) == 2
+    for model in result.models:
+        assert isinstance(model, SemanticEQModel)
+        assert not model.training
+        assert model.model_config["latent_dim"] == 8
+        json.dumps(model.model_config)
+        # Ordinary parameters: the exported model can be fine-tuned with autograd.
+        model.train()
+        latent, projection, output = model(torch.as_tensor(x[:8], dtype=torch.float32))
+        (output.sum() + latent.sum() + projection.sum()).backward()
+        assert all(p.grad is not None for p in model.parameters())
+
+
+def test_training_does_not_touch_global_rng():
+    x, y = synthetic()
+    state = torch.random.get_rng_state()
+    train(small_config(workers=2), x, y, x, y, seeds=[0, 1])
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_input_validation():
+    x, y = synthetic()
+    config = small_config()
+    with pytest.raises(ValueError, match="shape"):
+        train(config, x[:, :12], y, x, y)
+    with pytest.raises(ValueError, match="integer"):
+        train(config, x, y.astype(float), x, y)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        train(config, bad, y, x, y)
+    with pytest.raises(ValueError, match="distinct"):
+        train(config, x, y, x, y, seeds=[1, 1])
+    with pytest.raises(ValueError, match="unknown training parameter"):
+        TrainingConfig.from_dict({"variant": "log2", "learning_rte": 1.0})
+
+
+def test_config_dict_round_trip():
+    config = TrainingConfig.for_variant("log1", seeds=(1, 2), dropout=0.2)
+    assert TrainingConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_progress_callback_gets_every_epoch_once_with_all_members():
+    x, y = synthetic()
+    reports: list[EpochReport] = []
+    train(small_config(epochs=4, workers=2), x, y, x, y, seeds=[0, 1, 2], progress=reports.append)
+    assert [r.epoch for r in reports] == [1, 2, 3, 4]
+    assert all(r.seeds == (0, 1, 2) and len(r.val_loss) == 3 for r in reports)
+
+
+def _report(epoch: int, epochs: int = 20) -> EpochReport:
+    return EpochReport(epoch, epochs, (0,), (1.0,), (2.0,), (1.5,), (1.0,), 0.5, (1e-3,), 1.0)
+
+
+def test_console_progress_logs_without_a_terminal(caplog):
+    progress = ConsoleProgress("log2", log_every=10, stream=io.StringIO())
+    with caplog.at_level(logging.INFO, logger="neural_eq_morphing.models.progress"):
+        for epoch in range(1, 21):
+            progress(_report(epoch))
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2
+    assert "epoch 10/20" in lines[0]
+    assert "epoch 20/20" in lines[1]
+
+
+def test_console_progress_draws_a_bar_on_a_terminal():
+    stream = io.StringIO()
+    progress = ConsoleProgress("log2", stream=stream, bar=True)
+    for epoch in range(1, 21):
+        progress(_report(epoch))
+    text = stream.getvalue()
+    assert "20/20" in text
+    assert text.endswith("\n")

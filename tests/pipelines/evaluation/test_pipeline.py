@@ -1,0 +1,55 @@
+"""Evaluation of both variants after a short real run, in the catalog and in MLflow."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.integration
+
+PLOTS = ("term_curves", "morph", "latent_map", "training_curves")
+
+
+def test_metrics_and_plots_land_in_reporting_and_mlflow(short_run):
+    catalog, client, project = short_run["catalog"], short_run["client"], short_run["project"]
+    run_id = short_run["runs"][0].info.run_id
+    metrics = client.get_run(run_id).data.metrics
+    for variant in ("log1", "log2"):
+        document = catalog.load(f"{variant}.evaluation_metrics")
+        assert set(document) == {
+            "range_validity",
+            "clustering",
+            "reconstruction",
+            "generation",
+            "training_health",
+        }
+        for protocol in ("in_sample", "held_out"):
+            assert document["clustering"][protocol]["latent"]["silhouette"] is not None
+            assert document["clustering"][protocol]["baseline"]["silhouette"] is not None
+        key = f"{variant}.eval.clustering.in_sample.latent.silhouette"
+        assert metrics[key] == pytest.approx(
+            document["clustering"]["in_sample"]["latent"]["silhouette"]
+        )
+        artifacts = {a.path for a in client.list_artifacts(run_id, f"{variant}/plots")}
+        for plot in PLOTS:
+            assert f"{variant}/plots/{plot}.png" in artifacts
+            (png,) = (project / "data" / "08_reporting" / variant / f"{plot}.png").glob("*/*.png")
+            with Image.open(png) as image:
+                assert image.format == "PNG"
+                assert image.width > 400
+        root = {a.path for a in client.list_artifacts(run_id, variant)}
+        assert {f"{variant}/evaluation_metrics.json", f"{variant}/generated_presets.csv"} <= root
+
+    log2 = catalog.load("log2.evaluation_metrics")["range_validity"]
+    assert all(report["valid_share"] == 1.0 for report in log2.values())
+    log1 = catalog.load("log1.evaluation_metrics")["range_validity"]
+    # The finding: Log 1's frequencies, read back through the z-score inverse, fall out.
+    assert log1["term_centroids"]["by_kind"]["freq"] < 1.0
+    assert set(log1["term_centroids"]["by_band"]) == {
+        "low_shelf",
+        "peak1",
+        "peak2",
+        "peak3",
+        "high_shelf",
+    }
+    assert any(w["parameter"].endswith("freq_hz") for w in log1["random_latents"]["worst"])
