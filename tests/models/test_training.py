@@ -55,6 +55,16 @@ def test_same_seed_gives_identical_losses_and_weights(variant):
     assert not other.history["train_loss"].equals(first.history["train_loss"])
 
 
+def test_parallel_ensemble_is_deterministic():
+    x, y = synthetic()
+    config = small_config("log2", workers=2)
+    first = train(config, x, y, x, y, seeds=[0, 1, 2])
+    second = train(config, x, y, x, y, seeds=[0, 1, 2])
+    assert first.history.equals(second.history)
+    for a, b in zip(first.models, second.models, strict=True):
+        assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ensemble_member_matches_training_alone(workers):
     x, y = synthetic()
