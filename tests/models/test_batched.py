@@ -65,8 +65,10 @@ def test_hand_written_gradients_match_autograd(variant, consistent):
 def test_export_import_round_trip(variant):
     models = _members(variant, dropout=0.1)
     batched = BatchedSemanticEQ.from_models(models)
-    x = torch.rand(5, 13)
+    x = torch.rand(64, 13, generator=torch.Generator().manual_seed(0))
     latent, projection, output = batched.forward(x)
+    # Batched and plain matmuls round differently; Log 1 outputs are in dB / Hz / Q.
+    output_atol = 1e-4 if variant == "log1" else 1e-6
     for k in range(3):
         exported = batched.export(k)
         assert not exported.training
@@ -77,7 +79,7 @@ def test_export_import_round_trip(variant):
             got = exported(x)
         torch.testing.assert_close(got[0], latent[k], rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(got[1], projection[k], rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(got[2], output[k], rtol=1e-6, atol=1e-5)
+        torch.testing.assert_close(got[2], output[k], rtol=1e-5, atol=output_atol)
     # ... and back: loading a member overwrites it exactly.
     batched.load_member(0, models[2])
     assert torch.equal(batched.flat[0], batched.flat[2])

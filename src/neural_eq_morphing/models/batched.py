@@ -1,0 +1,606 @@
+"""M semantic EQ models stacked into one batched implementation with hand-written gradients.
+
+At this model size the time of an eager training step goes to per-operation overhead,
+not arithmetic (DESIGN.md section 9). This module keeps that overhead low:
+
+* the parameters of ``M`` members live in one flat float32 buffer of shape ``(M, P)``
+  (row ``k`` is member ``k``), seen through per-parameter views of shape
+  ``(M, *shape)``; the gradients live in a buffer of the same layout;
+* every linear layer is a batched matmul over the member dimension
+  (``torch.baddbmm``), and a residual block's first linear layer and its skip share
+  their input, so they are one matmul to ``2·out`` columns;
+* LayerNorm runs without affine (``torch.native_layer_norm``) followed by the stacked
+  gamma and beta;
+* forward and backward are written out by hand (no autograd graph), gradients are
+  written straight into the gradient buffer, and the optimiser
+  (:class:`~neural_eq_morphing.models.optim.BatchedAdam`) updates the flat buffers in a
+  handful of operations.
+
+The maths is that of :class:`~neural_eq_morphing.models.modules.SemanticEQModel` with
+the losses of :mod:`neural_eq_morphing.models.losses`; the tests check values and
+gradients against autograd on the module. :meth:`BatchedSemanticEQ.from_models` and
+:meth:`BatchedSemanticEQ.export` copy parameters between the two forms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from neural_eq_morphing.models.losses import NORMALISE_EPS, SELF_LOGIT
+from neural_eq_morphing.models.modules import (
+    LAYER_NORM_EPS,
+    SemanticEQModel,
+    build_model,
+    head_constants,
+)
+
+_layer_norm_backward = torch.ops.aten.native_layer_norm_backward.default
+_threshold_backward = torch.ops.aten.threshold_backward.default
+_tanh_backward = torch.ops.aten.tanh_backward.default
+_sigmoid_backward = torch.ops.aten.sigmoid_backward.default
+_LN_MASK = [True, False, False]
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One tensor of the module's ``state_dict`` inside a batched parameter.
+
+    Weights (2-D) are stored transposed, ``(in, out)``; vectors as one row ``(1, n)``.
+    Several pieces side by side along the columns make up one batched parameter.
+    """
+
+    key: str
+    columns: int
+    is_weight: bool
+
+
+@dataclass(frozen=True)
+class ParameterEntry:
+    """One batched parameter: its name, per-member shape, offset in a member's row."""
+
+    name: str
+    shape: tuple[int, int]
+    offset: int
+    pieces: tuple[_Piece, ...]
+
+    @property
+    def numel(self) -> int:
+        """Number of values per member."""
+        return self.shape[0] * self.shape[1]
+
+
+class ParameterLayout:
+    """Where each parameter of a :class:`SemanticEQModel` sits in a member's flat row.
+
+    Per residual block ``b`` (prefix ``encoder.blocks.j`` or ``decoder.blocks.j``):
+    ``w_in`` ``(in, 2·out)`` = ``[linear1.weightᵀ | skip.weightᵀ]``, ``b_in`` ``(1, 2·out)``,
+    ``gamma1``/``beta1`` (``norm1``), ``w2``/``b2`` (``linear2``), ``gamma2``/``beta2``
+    (``norm2``). Each plain linear layer (``encoder.hidden``, ``encoder.to_latent``,
+    ``projection``, ``decoder.head``) has ``w`` ``(in, out)`` and ``b`` ``(1, out)``.
+
+    Args:
+        model_config: A :attr:`SemanticEQModel.model_config` dict.
+    """
+
+    def __init__(self, model_config: Mapping[str, Any]) -> None:
+        self.model_config = dict(model_config)
+        n_features = int(model_config.get("n_features", 13))
+        hidden = [int(d) for d in model_config.get("hidden_dims", (64, 128, 64))]
+        latent = int(model_config.get("latent_dim", 32))
+        projection = int(model_config.get("projection_dim", 128))
+        self.entries: list[ParameterEntry] = []
+        self._offset = 0
+        self.encoder_widths = self._blocks("encoder", n_features, hidden)
+        self._linear("encoder.hidden", hidden[-1], hidden[-1])
+        self._linear("encoder.to_latent", hidden[-1], latent)
+        self._linear("projection", latent, projection)
+        self.decoder_widths = self._blocks("decoder", latent, hidden)
+        self._linear("decoder.head", hidden[-1], n_features)
+        self.size = self._offset
+        self.by_name = {entry.name: entry for entry in self.entries}
+
+    def _add(self, name: str, shape: tuple[int, int], pieces: Sequence[_Piece]) -> None:
+        self.entries.append(ParameterEntry(name, shape, self._offset, tuple(pieces)))
+        self._offset += shape[0] * shape[1]
+
+    def _linear(self, name: str, n_in: int, n_out: int) -> None:
+        self._add(f"{name}.w", (n_in, n_out), [_Piece(f"{name}.weight", n_out, True)])
+        self._add(f"{name}.b", (1, n_out), [_Piece(f"{name}.bias", n_out, False)])
+
+    def _blocks(self, stack: str, n_in: int, widths: Sequence[int]) -> list[tuple[int, int]]:
+        dims = [n_in, *widths]
+        for j in range(len(widths)):
+            i, o = dims[j], dims[j + 1]
+            p = f"{stack}.blocks.{j}"
+            self._add(
+                f"{p}.w_in",
+                (i, 2 * o),
+                [_Piece(f"{p}.linear1.weight", o, True), _Piece(f"{p}.skip.weight", o, True)],
+            )
+            self._add(
+                f"{p}.b_in",
+                (1, 2 * o),
+                [_Piece(f"{p}.linear1.bias", o, False), _Piece(f"{p}.skip.bias", o, False)],
+            )
+            self._add(f"{p}.gamma1", (1, o), [_Piece(f"{p}.norm1.weight", o, False)])
+            self._add(f"{p}.beta1", (1, o), [_Piece(f"{p}.norm1.bias", o, False)])
+            self._add(f"{p}.w2", (o, o), [_Piece(f"{p}.linear2.weight", o, True)])
+            self._add(f"{p}.b2", (1, o), [_Piece(f"{p}.linear2.bias", o, False)])
+            self._add(f"{p}.gamma2", (1, o), [_Piece(f"{p}.norm2.weight", o, False)])
+            self._add(f"{p}.beta2", (1, o), [_Piece(f"{p}.norm2.bias", o, False)])
+        return [(dims[j], dims[j + 1]) for j in range(len(widths))]
+
+    def views(self, flat: Tensor) -> dict[str, Tensor]:
+        """Return per-parameter views ``(M, *shape)`` into a flat ``(M, size)`` buffer."""
+        if flat.ndim != 2 or flat.shape[1] != self.size:
+            raise ValueError(
+                f"expected a flat buffer of shape (M, {self.size}), got {tuple(flat.shape)}"
+            )
+        members = flat.shape[0]
+        return {
+            e.name: flat[:, e.offset : e.offset + e.numel].view(members, *e.shape)
+            for e in self.entries
+        }
+
+    def pack(self, state: Mapping[str, Tensor]) -> Tensor:
+        """Flatten one module ``state_dict`` into a row of ``size`` values."""
+        parts = []
+        for entry in self.entries:
+            blocks = [
+                state[piece.key].detach().t()
+                if piece.is_weight
+                else state[piece.key].detach()[None]
+                for piece in entry.pieces
+            ]
+            parts.append(torch.cat(blocks, dim=1).reshape(-1))
+        return torch.cat(parts).to(torch.float32)
+
+    def unpack(self, row: Tensor) -> dict[str, Tensor]:
+        """Turn one member's row back into ``state_dict`` tensors (copies)."""
+        state: dict[str, Tensor] = {}
+        for entry in self.entries:
+            value = row[entry.offset : entry.offset + entry.numel].view(entry.shape)
+            start = 0
+            for piece in entry.pieces:
+                block = value[:, start : start + piece.columns]
+                start += piece.columns
+                state[piece.key] = (block.t() if piece.is_weight else block[0]).clone()
+        return state
+
+
+class _Block(NamedTuple):
+    """Views of one residual block's parameters (or gradients), each ``(M, ...)``."""
+
+    w_in: Tensor
+    b_in: Tensor
+    gamma1: Tensor
+    beta1: Tensor
+    w2: Tensor
+    b2: Tensor
+    gamma2: Tensor
+    beta2: Tensor
+
+
+class _Net(NamedTuple):
+    """Views of all parameters (or gradients) grouped for the forward/backward code."""
+
+    encoder: list[_Block]
+    hidden_w: Tensor
+    hidden_b: Tensor
+    latent_w: Tensor
+    latent_b: Tensor
+    projection_w: Tensor
+    projection_b: Tensor
+    decoder: list[_Block]
+    head_w: Tensor
+    head_b: Tensor
+
+
+def _group(layout: ParameterLayout, flat: Tensor) -> _Net:
+    v = layout.views(flat)
+
+    def blocks(stack: str, n: int) -> list[_Block]:
+        return [
+            _Block(*(v[f"{stack}.blocks.{j}.{field}"] for field in _Block._fields))
+            for j in range(n)
+        ]
+
+    return _Net(
+        encoder=blocks("encoder", len(layout.encoder_widths)),
+        hidden_w=v["encoder.hidden.w"],
+        hidden_b=v["encoder.hidden.b"],
+        latent_w=v["encoder.to_latent.w"],
+        latent_b=v["encoder.to_latent.b"],
+        projection_w=v["projection.w"],
+        projection_b=v["projection.b"],
+        decoder=blocks("decoder", len(layout.decoder_widths)),
+        head_w=v["decoder.head.w"],
+        head_b=v["decoder.head.b"],
+    )
+
+
+def _block_forward(x: Tensor, p: _Block, mask: Tensor | None) -> tuple[Tensor, tuple]:
+    """One residual block on ``x`` ``(M, B, in)``; ``mask`` is the scaled dropout mask."""
+    out = p.gamma1.shape[-1]
+    h = torch.baddbmm(p.b_in, x, p.w_in)
+    a, s = h[..., :out], h[..., out:]
+    n1, mu1, rs1 = torch.native_layer_norm(a, [out], None, None, LAYER_NORM_EPS)
+    r = torch.addcmul(p.beta1, n1, p.gamma1).relu_()
+    if mask is not None:
+        r.mul_(mask)
+    z = torch.baddbmm(p.b2, r, p.w2)
+    n2, mu2, rs2 = torch.native_layer_norm(z, [out], None, None, LAYER_NORM_EPS)
+    y = torch.addcmul(p.beta2, n2, p.gamma2).add_(s)
+    return y, (x, a, n1, mu1, rs1, r, z, n2, mu2, rs2)
+
+
+def _block_backward(
+    dy: Tensor, p: _Block, g: _Block, cache: tuple, mask: Tensor | None, *, need_dx: bool
+) -> Tensor | None:
+    """Backward of :func:`_block_forward`: writes the block's gradients into ``g``."""
+    x, a, n1, mu1, rs1, r, z, n2, mu2, rs2 = cache
+    out = p.gamma1.shape[-1]
+    torch.sum(dy * n2, dim=1, keepdim=True, out=g.gamma2)
+    torch.sum(dy, dim=1, keepdim=True, out=g.beta2)
+    dz = _layer_norm_backward(dy * p.gamma2, z, [out], mu2, rs2, None, None, _LN_MASK)[0]
+    torch.bmm(r.transpose(1, 2), dz, out=g.w2)
+    torch.sum(dz, dim=1, keepdim=True, out=g.b2)
+    dr = torch.bmm(dz, p.w2.transpose(1, 2))
+    if mask is not None:
+        dr.mul_(mask)
+    dy1 = _threshold_backward(dr, r, 0)
+    torch.sum(dy1 * n1, dim=1, keepdim=True, out=g.gamma1)
+    torch.sum(dy1, dim=1, keepdim=True, out=g.beta1)
+    da = _layer_norm_backward(dy1 * p.gamma1, a, [out], mu1, rs1, None, None, _LN_MASK)[0]
+    dh = torch.cat([da, dy], dim=-1)
+    torch.bmm(x.transpose(1, 2), dh, out=g.w_in)
+    torch.sum(dh, dim=1, keepdim=True, out=g.b_in)
+    return torch.bmm(dh, p.w_in.transpose(1, 2)) if need_dx else None
+
+
+_SELF_LOGITS: dict[tuple[int, torch.dtype], Tensor] = {}
+
+
+def _self_logits(batch: int, dtype: torch.dtype) -> Tensor:
+    """A ``(batch, batch)`` matrix with :data:`SELF_LOGIT` on the diagonal, 0 elsewhere."""
+    cached = _SELF_LOGITS.get((batch, dtype))
+    if cached is None:
+        cached = torch.diag(torch.full((batch,), SELF_LOGIT, dtype=dtype))
+        if len(_SELF_LOGITS) < 64:
+            _SELF_LOGITS[batch, dtype] = cached
+    return cached
+
+
+class _Contrastive(NamedTuple):
+    loss: Tensor
+    d_projection: Tensor | None
+
+
+def batched_contrastive(
+    projection: Tensor, labels: Tensor, temperature: float, weight: float | None = None
+) -> _Contrastive:
+    """Supervised contrastive loss of ``G`` independent batches, with its gradient.
+
+    Same definition as
+    :func:`~neural_eq_morphing.models.losses.supervised_contrastive_loss`.
+
+    Args:
+        projection: Shape ``(G, B, D)``, unnormalised projections.
+        labels: Shape ``(G, B)`` or ``(B,)``, integer class ids.
+        temperature: Softmax temperature.
+        weight: When given, also return ``d(weight · loss_g) / d projection`` for every
+            batch ``g``.
+
+    Returns:
+        The loss per batch ``(G,)`` and the gradient ``(G, B, D)`` (or ``None``).
+    """
+    groups, batch = projection.shape[0], projection.shape[1]
+    if labels.ndim == 1:
+        labels = labels.expand(groups, batch)
+    norm = torch.linalg.vector_norm(projection, dim=-1, keepdim=True).clamp_min_(NORMALISE_EPS)
+    z = projection / norm
+    self_logit = _self_logits(batch, projection.dtype)
+    logits = torch.baddbmm(self_logit, z, z.transpose(1, 2), alpha=1.0 / temperature)
+    lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+    positives = labels.unsqueeze(-1) == labels.unsqueeze(-2)
+    positives.diagonal(dim1=-2, dim2=-1).fill_(False)
+    positives = positives.to(projection.dtype)
+    n_pos = positives.sum(-1, keepdim=True)
+    has_pos = (n_pos > 0).to(projection.dtype)
+    inv_pos = has_pos / n_pos.clamp_min(1.0)
+    n_anchors = has_pos.sum(1, keepdim=True).clamp_min_(1.0)
+    anchor_loss = lse - (positives * logits).sum(-1, keepdim=True) * inv_pos
+    loss = (anchor_loss * has_pos).sum(dim=(1, 2)) / n_anchors.view(-1)
+    if weight is None:
+        return _Contrastive(loss, None)
+    # d loss / d logits_ik = has_i / N · (softmax_ik - pos_ik / |P(i)|); logits = z zᵀ / T.
+    coef = has_pos * (weight / temperature) / n_anchors
+    grad_logits = (logits - lse).exp_().sub_(positives * inv_pos).mul_(coef)
+    dz = torch.bmm(grad_logits + grad_logits.transpose(1, 2), z)
+    radial = (z * dz).sum(-1, keepdim=True)
+    d_projection = dz.sub_(z * radial).div_(norm)
+    return _Contrastive(loss, d_projection)
+
+
+class _Trace(NamedTuple):
+    """What the forward pass keeps for the backward pass."""
+
+    latent: Tensor
+    projection: Tensor
+    output: Tensor
+    caches: list[tuple]  # one per residual block, encoder then decoder
+    masks: list[Tensor | None]  # dropout mask per residual block
+    hidden_in: Tensor  # input of encoder.hidden
+    hidden: Tensor  # ReLU output of encoder.hidden
+    head_in: Tensor  # input of decoder.head
+    activated: Tensor  # sigmoid output of the head
+
+
+class StepLosses(NamedTuple):
+    """Per-member loss components of one batch, each of shape ``(M,)``."""
+
+    reconstruction: Tensor
+    contrastive: Tensor
+
+
+class BatchedSemanticEQ:
+    """``M`` :class:`SemanticEQModel` members trained as one batched model.
+
+    Args:
+        model_config: The members' :attr:`SemanticEQModel.model_config`.
+        flat: Parameters, shape ``(M, layout.size)``; see :class:`ParameterLayout`.
+        temperature: Temperature of the contrastive loss.
+        zscore_mean: For the Log 1 consistent-units loss: column means ``(13,)``.
+        zscore_std: For the Log 1 consistent-units loss: column stds ``(13,)``.
+        recon_in_consistent_units: Log 1 only: z-score the decoder output before the MSE
+            (otherwise the original units mismatch is kept; see
+            :func:`~neural_eq_morphing.models.losses.reconstruction_loss`).
+    """
+
+    def __init__(
+        self,
+        model_config: Mapping[str, Any],
+        flat: Tensor,
+        *,
+        temperature: float = 0.1,
+        zscore_mean: Tensor | None = None,
+        zscore_std: Tensor | None = None,
+        recon_in_consistent_units: bool = False,
+    ) -> None:
+        self.layout = ParameterLayout(model_config)
+        self.model_config = dict(model_config)
+        self.variant = self.model_config["variant"]
+        self.flat = flat.detach().to(torch.float32).contiguous()
+        self.grad = torch.zeros_like(self.flat)
+        self.params = _group(self.layout, self.flat)
+        self.grads = _group(self.layout, self.grad)
+        self.temperature = float(temperature)
+        self.dropout = float(self.model_config.get("dropout", 0.0))
+        self.dropout_widths = [o for _, o in self.layout.encoder_widths] + [
+            o for _, o in self.layout.decoder_widths
+        ]
+        slope, scale, shift = head_constants(self.variant)
+        self._plain_sigmoid = self.variant == "log2"
+        self._head = (slope, scale, shift)
+        self._zscore: tuple[Tensor, Tensor] | None = None
+        if self.variant == "log1" and recon_in_consistent_units:
+            if zscore_mean is None or zscore_std is None:
+                raise ValueError(
+                    "recon_in_consistent_units needs the z-score mean and std of the normaliser"
+                )
+            self._zscore = (
+                torch.as_tensor(zscore_mean, dtype=torch.float32).reshape(-1),
+                torch.as_tensor(zscore_std, dtype=torch.float32).reshape(-1),
+            )
+
+    @property
+    def members(self) -> int:
+        """Number of stacked members ``M``."""
+        return self.flat.shape[0]
+
+    @property
+    def dropout_width(self) -> int:
+        """Number of dropout units per row, over all residual blocks."""
+        return sum(self.dropout_widths)
+
+    @classmethod
+    def from_models(cls, models: Sequence[SemanticEQModel], **kwargs: Any) -> BatchedSemanticEQ:
+        """Stack the parameters of ``models`` (all of the same config) into one batch."""
+        if not models:
+            raise ValueError("need at least one model to stack")
+        config = models[0].model_config
+        if any(m.model_config != config for m in models):
+            raise ValueError("all stacked models must share one model_config")
+        layout = ParameterLayout(config)
+        flat = torch.stack([layout.pack(m.state_dict()) for m in models])
+        return cls(config, flat, **kwargs)
+
+    def export(self, member: int) -> SemanticEQModel:
+        """Return member ``member`` as a standalone :class:`SemanticEQModel` in eval mode."""
+        with torch.random.fork_rng(devices=[]):  # the throw-away init must not use the RNG
+            model = build_model(self.model_config)
+        model.load_state_dict(self.layout.unpack(self.flat[member]))
+        return model.eval()
+
+    def load_member(self, member: int, model: SemanticEQModel) -> None:
+        """Overwrite member ``member`` with the parameters of ``model``."""
+        if model.model_config != self.model_config:
+            raise ValueError("the model's config differs from the batch's model_config")
+        self.flat[member].copy_(self.layout.pack(model.state_dict()))
+
+    # ------------------------------------------------------------------ forward
+    def _split_masks(self, masks: Tensor | None) -> list[Tensor | None]:
+        if masks is None:
+            return [None] * len(self.dropout_widths)
+        views: list[Tensor | None] = []
+        start = 0
+        for width in self.dropout_widths:
+            views.append(masks[..., start : start + width])
+            start += width
+        return views
+
+    def _forward(self, x: Tensor, masks: Tensor | None) -> _Trace:
+        p = self.params
+        mask_views = self._split_masks(masks)
+        n_enc = len(p.encoder)
+        caches: list[tuple] = []
+        h = x
+        for block, mask in zip(p.encoder, mask_views[:n_enc], strict=True):
+            h, cache = _block_forward(h, block, mask)
+            caches.append(cache)
+        hidden_in = h
+        hidden = torch.baddbmm(p.hidden_b, hidden_in, p.hidden_w).relu_()
+        latent = torch.baddbmm(p.latent_b, hidden, p.latent_w).tanh_()
+        projection = torch.baddbmm(p.projection_b, latent, p.projection_w)
+        h = latent
+        for block, mask in zip(p.decoder, mask_views[n_enc:], strict=True):
+            h, cache = _block_forward(h, block, mask)
+            caches.append(cache)
+        pre = torch.baddbmm(p.head_b, h, p.head_w)
+        if self._plain_sigmoid:
+            activated = output = torch.sigmoid(pre)
+        else:
+            slope, scale, shift = self._head
+            activated = torch.sigmoid(pre * slope)
+            output = torch.addcmul(shift, activated, scale)
+        return _Trace(
+            latent, projection, output, caches, mask_views, hidden_in, hidden, h, activated
+        )
+
+    def forward(self, x: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Batched forward pass (no gradients).
+
+        Args:
+            x: Features ``(M, B, 13)`` (or ``(B, 13)``, shared by all members).
+            masks: Scaled dropout masks ``(M, B, dropout_width)`` for training mode, or
+                ``None`` for eval mode.
+
+        Returns:
+            ``(latent, projection, reconstruction)``, each with leading dims ``(M, B)``.
+        """
+        if x.ndim == 2:
+            x = x.expand(self.members, *x.shape)
+        trace = self._forward(x, masks)
+        return trace.latent, trace.projection, trace.output
+
+    def _reconstruction(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        if self._zscore is None:
+            diff = output - target
+        else:
+            mean, std = self._zscore
+            diff = (output - mean).div_(std).sub_(target)
+        return diff.square().mean(dim=(1, 2)), diff
+
+    # ----------------------------------------------------------------- training
+    def loss_and_grad(
+        self, x: Tensor, labels: Tensor, masks: Tensor | None, contrastive_weight: float
+    ) -> StepLosses:
+        """Forward and backward of ``reconstruction + weight · contrastive`` on one batch.
+
+        Fills :attr:`grad` (overwriting it) with the gradient of every member's loss.
+
+        Args:
+            x: Features ``(M, B, 13)``; they are also the reconstruction target.
+            labels: Class ids ``(M, B)``.
+            masks: Scaled dropout masks ``(M, B, dropout_width)`` or ``None``.
+            contrastive_weight: Weight of the contrastive term.
+
+        Returns:
+            The unweighted loss components per member.
+        """
+        p, g = self.params, self.grads
+        batch = x.shape[1]
+        trace = self._forward(x, masks)
+        n_enc = len(p.encoder)
+
+        # Reconstruction: MSE, through the head's affine sigmoid.
+        recon, diff = self._reconstruction(trace.output, x)
+        d_out = diff.mul_(2.0 / (batch * diff.shape[-1]))
+        if self._zscore is not None:
+            d_out = d_out.div_(self._zscore[1])
+        if self._plain_sigmoid:
+            d_pre = _sigmoid_backward(d_out, trace.activated)
+        else:
+            slope, scale, _ = self._head
+            d_pre = _sigmoid_backward(d_out * scale, trace.activated).mul_(slope)
+        torch.bmm(trace.head_in.transpose(1, 2), d_pre, out=g.head_w)
+        torch.sum(d_pre, dim=1, keepdim=True, out=g.head_b)
+        dh = torch.bmm(d_pre, p.head_w.transpose(1, 2))
+        for j in reversed(range(len(p.decoder))):
+            k = n_enc + j
+            dh = _block_backward(
+                dh, p.decoder[j], g.decoder[j], trace.caches[k], trace.masks[k], need_dx=True
+            )
+
+        # Contrastive: through the projection; both paths meet at the latent.
+        contrastive = batched_contrastive(
+            trace.projection, labels, self.temperature, contrastive_weight
+        )
+        d_proj = contrastive.d_projection
+        if d_proj is None:  # pragma: no cover - always set when a weight is given
+            raise RuntimeError("contrastive gradient missing")
+        torch.bmm(trace.latent.transpose(1, 2), d_proj, out=g.projection_w)
+        torch.sum(d_proj, dim=1, keepdim=True, out=g.projection_b)
+        d_latent = torch.baddbmm(dh, d_proj, p.projection_w.transpose(1, 2))
+
+        # Encoder tail (Linear -> ReLU -> Linear -> tanh) and blocks.
+        d_latent_pre = _tanh_backward(d_latent, trace.latent)
+        torch.bmm(trace.hidden.transpose(1, 2), d_latent_pre, out=g.latent_w)
+        torch.sum(d_latent_pre, dim=1, keepdim=True, out=g.latent_b)
+        d_hidden = _threshold_backward(
+            torch.bmm(d_latent_pre, p.latent_w.transpose(1, 2)), trace.hidden, 0
+        )
+        torch.bmm(trace.hidden_in.transpose(1, 2), d_hidden, out=g.hidden_w)
+        torch.sum(d_hidden, dim=1, keepdim=True, out=g.hidden_b)
+        dh = torch.bmm(d_hidden, p.hidden_w.transpose(1, 2))
+        for j in reversed(range(n_enc)):
+            dh = _block_backward(
+                dh, p.encoder[j], g.encoder[j], trace.caches[j], trace.masks[j], need_dx=j > 0
+            )
+        return StepLosses(recon, contrastive.loss)
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, labels: Tensor, batch_size: int) -> StepLosses:
+        """Eval-mode losses over consecutive batches of ``batch_size`` rows.
+
+        Each loss is the unweighted mean of its per-batch values (as a loop over a
+        non-shuffled ``DataLoader`` would report); the last batch may be smaller.
+
+        Args:
+            x: Features ``(n, 13)`` shared by all members.
+            labels: Class ids ``(n,)``.
+            batch_size: Rows per batch.
+
+        Returns:
+            Per-member loss components, each ``(M,)``.
+        """
+        members, n = self.members, x.shape[0]
+        trace = self._forward(x.expand(members, *x.shape), None)
+        projection, output = trace.projection, trace.output
+        target = x.expand(members, *x.shape)
+        if self._zscore is not None:
+            output = (output - self._zscore[0]).div_(self._zscore[1])
+        per_row = (output - target).square_().mean(-1)
+        full, rest = divmod(n, batch_size)
+        recon_parts, contrastive_parts = [], []
+        if full:
+            rows = full * batch_size
+            recon_parts.append(per_row[:, :rows].reshape(members, full, batch_size).mean(-1))
+            proj = projection[:, :rows].reshape(members * full, batch_size, -1)
+            lab = labels[:rows].reshape(full, batch_size).repeat(members, 1)
+            loss = batched_contrastive(proj, lab, self.temperature).loss
+            contrastive_parts.append(loss.view(members, full))
+        if rest:
+            recon_parts.append(per_row[:, n - rest :].mean(-1, keepdim=True))
+            loss = batched_contrastive(
+                projection[:, n - rest :], labels[n - rest :], self.temperature
+            ).loss
+            contrastive_parts.append(loss.view(members, 1))
+        return StepLosses(
+            torch.cat(recon_parts, dim=1).mean(1), torch.cat(contrastive_parts, dim=1).mean(1)
+        )
