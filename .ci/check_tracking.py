@@ -1,0 +1,101 @@
+"""Check what a finished ``kedro run`` left in the project's MLflow store.
+
+Used by CI after the README's run commands: the newest run of a variant must hold the
+full metric histories, the logged model, the normaliser, the plots and the provenance
+tags, and the logged model must reproduce the catalog's latent embeddings.
+
+    python .ci/check_tracking.py --epochs 150 --variant log2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.tracking import MlflowClient
+
+from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+
+PLOTS = ("term_curves", "morph", "latent_map", "training_curves")
+
+
+def _latest(pattern: str) -> Path:
+    paths = sorted(Path("data").glob(pattern))
+    if not paths:
+        sys.exit(f"no file matches data/{pattern}")
+    return paths[-1]
+
+
+def main() -> None:
+    """Run the checks; exit non-zero with a message on the first failure."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="log2")
+    parser.add_argument("--epochs", type=int, required=True)
+    parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
+    args = parser.parse_args()
+    variant = args.variant
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("neural_eq_morphing")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.variant = '{variant}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        sys.exit(f"no MLflow run tagged variant={variant}")
+    run = runs[0]
+    problems = []
+    for tag in ("seed", "git_commit", "safe_db_sha256"):
+        if not run.data.tags.get(tag):
+            problems.append(f"tag {tag} missing")
+    for metric in ("train_loss", "val_loss", "contrastive_weight", "learning_rate"):
+        steps = len(client.get_metric_history(run.info.run_id, f"{variant}.{metric}"))
+        if steps != args.epochs:
+            problems.append(f"{variant}.{metric} has {steps} steps, expected {args.epochs}")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, f"{variant}/plots")}
+    artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, variant)}
+    expected = {f"{variant}/normaliser.json", f"{variant}/evaluation_metrics.json"}
+    expected |= {f"{variant}/plots/{plot}.png" for plot in PLOTS}
+    problems += [f"artifact {path} missing" for path in sorted(expected - artifacts)]
+
+    models = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+        output_format="list",
+    )
+    logged = [m for m in models if m.name == f"{variant}_model"]
+    if not logged:
+        problems.append(f"no logged model {variant}_model")
+    else:
+        model = mlflow.pytorch.load_model(logged[0].model_uri).eval()
+        embeddings = pd.read_parquet(
+            _latest(f"07_model_output/{variant}/latent_embeddings.parquet/*/*")
+        )
+        tables = [
+            pd.read_parquet(_latest(f"05_model_input/{variant}/{split}.parquet/*/*"))
+            for split in ("train", "validation", "test")
+        ]
+        features = np.concatenate([t[list(PARAMETER_NAMES)].to_numpy(np.float32) for t in tables])
+        with torch.no_grad():
+            latent = model.encode(torch.from_numpy(features)).numpy()
+        error = np.abs(latent - embeddings.filter(like="latent_").to_numpy()).max()
+        if error > 1e-6:
+            problems.append(f"logged model's latents differ from the catalog's by {error:.2e}")
+    if problems:
+        sys.exit(f"{variant} run {run.info.run_id}: " + "; ".join(problems))
+    print(
+        f"{variant} run {run.info.run_id} ({run.info.run_name}): {args.epochs}-step histories, "
+        f"model, normaliser, plots and tags present; logged model reproduces the embeddings"
+    )
+
+
+if __name__ == "__main__":
+    main()
