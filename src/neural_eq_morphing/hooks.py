@@ -17,25 +17,22 @@ PROVENANCE_DATASET = "raw_data_provenance"
 TRAINING_PARAMS = "training"
 
 
+def _git(project_path: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args],
+        cwd=project_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.strip()
+
+
 def git_commit(project_path: Path) -> str:
     """Return the project's git commit (``-dirty`` when tracked files changed), or ``unknown``."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=project_path,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=project_path,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        commit = _git(project_path, "rev-parse", "HEAD")
+        changes = _git(project_path, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{commit}-dirty" if changes else commit

@@ -131,7 +131,7 @@ def plot_training_curves(training_history: pd.DataFrame, label: str) -> Figure:
         axis.plot(epoch, history[train], label="train")
         axis.plot(epoch, history[validation], label="validation")
         values = history[[train, validation]].to_numpy()
-        if values.min() > 0 and values.max() > 100 * values.min():
+        if values.min() > 0 and values.max() > 10 * values.min():
             axis.set_yscale("log")  # Log 1's reconstruction loss spans decades
         axis.set_title(title)
         axis.legend(fontsize=8)

@@ -14,23 +14,14 @@ from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, normaliser_from_
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.models.modules import SemanticEQModel
 from neural_eq_morphing.models.progress import default_progress
-from neural_eq_morphing.models.training import TrainingConfig, train
+from neural_eq_morphing.models.training import HISTORY_COLUMNS, TrainingConfig, train
 
 logger = logging.getLogger(__name__)
 
 PARAMS = list(PARAMETER_NAMES)
 SPLITS = ("train", "validation", "test")
 #: Columns of the history that become MLflow metric histories (one step per epoch).
-HISTORY_METRICS = (
-    "train_loss",
-    "train_reconstruction",
-    "train_contrastive",
-    "val_loss",
-    "val_reconstruction",
-    "val_contrastive",
-    "contrastive_weight",
-    "learning_rate",
-)
+HISTORY_METRICS = tuple(c for c in HISTORY_COLUMNS if c not in ("seed", "epoch"))
 
 
 def _features(table: pd.DataFrame) -> np.ndarray:
