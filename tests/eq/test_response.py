@@ -95,3 +95,49 @@ def test_single_setting_and_bad_shapes():
     assert response_db(np.stack([flat(), flat()])).shape == (2, 256)
     with pytest.raises(ValueError, match=r"shape \(n, 13\)"):
         response_db(np.zeros((2, 12)))
+
+
+def analog_db(kind: str, gain: float, f0: float, q: float, f: np.ndarray) -> np.ndarray:
+    """Magnitude in dB of the RBJ analog prototypes, H(s) at s = j·f/f0 (derived by hand).
+
+    peak:       (s² + s·A/Q + 1) / (s² + s/(A·Q) + 1)
+    low shelf:  A · (s² + s·√A/Q + A) / (A·s² + s·√A/Q + 1)
+    high shelf: A · (A·s² + s·√A/Q + 1) / (s² + s·√A/Q + A)
+    """
+    a = 10 ** (gain / 40)
+    s = 1j * f / f0
+    if kind == "peak":
+        h = (s**2 + s * a / q + 1) / (s**2 + s / (a * q) + 1)
+    elif kind == "low":
+        h = a * (s**2 + s * np.sqrt(a) / q + a) / (a * s**2 + s * np.sqrt(a) / q + 1)
+    else:
+        h = a * (a * s**2 + s * np.sqrt(a) / q + 1) / (s**2 + s * np.sqrt(a) / q + a)
+    return 20 * np.log10(np.abs(h))
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        ("peak", {"peak1_gain_db": 9.0, "peak1_freq_hz": 100.0, "peak1_q": 2.0}),
+        ("peak", {"peak2_gain_db": -7.0, "peak2_freq_hz": 200.0, "peak2_q": 0.5}),
+        ("low", {"low_shelf_gain_db": 10.0, "low_shelf_freq_hz": 100.0}),
+        ("high", {"high_shelf_gain_db": -8.0, "high_shelf_freq_hz": 600.0}),
+    ],
+)
+def test_bands_follow_their_analog_prototype_away_from_the_centre(kind, values):
+    # Far below Nyquist the bilinear transform (pre-warped at f0) barely bends the
+    # frequency axis, so the digital band matches the hand-derived analog magnitude; a
+    # wrong Q or alpha would move the skirts by decibels.
+    gain = next(v for k, v in values.items() if k.endswith("gain_db"))
+    f0 = next(v for k, v in values.items() if k.endswith("freq_hz"))
+    q = next((v for k, v in values.items() if k.endswith("_q")), 0.71)
+    others = {
+        name: 0.0 for name in PARAMETER_NAMES if name.endswith("gain_db") and name not in values
+    }
+    setting = flat(**others, **values)
+    frequencies = f0 * np.array([0.25, 0.5, 0.8, 1.0, 1.25, 2.0, 4.0])
+    expected = analog_db(kind, gain, f0, q, frequencies)
+    np.testing.assert_allclose(response_db(setting, frequencies), expected, atol=0.02)
+    if kind != "peak":
+        # A shelf is half its gain (in dB) at its corner frequency.
+        assert response_db(setting, np.array([f0]))[0] == pytest.approx(gain / 2, abs=0.02)

@@ -89,6 +89,14 @@ def test_file_of_another_shape_is_rejected():
         parse_safe_db(raw)
 
 
+def test_a_malformed_checksum_is_rejected_without_quoting_it():
+    frame = parse_safe_db(_file(make_line(1, checksum="203.0.113.9"), make_line(2)))
+    assert frame["parse_error"][0] == "feature_checksum is not 32 hexadecimal digits"
+    assert pd.isna(frame["feature_checksum"][0])
+    assert frame["parse_error"][1] == ""
+    assert "203.0.113.9" not in frame.to_csv()
+
+
 def test_ip_like_text_is_redacted_in_descriptors_and_reasons():
     raw = _file(make_line(1, "warm 10.1.2.3"), make_line(2, params=["10.1.2.3"] * 13))
     frame = parse_safe_db(raw)
@@ -101,6 +109,9 @@ def test_ip_like_text_is_redacted_in_descriptors_and_reasons():
     ("text", "expected"),
     [
         ("from 192.168.0.1 today", "from <redacted> today"),
+        ("ip 10.1.2.3.", "ip <redacted>."),
+        ("10.1.2.3.4", "<redacted>"),
+        ("at 10.0.0.1, then", "at <redacted>, then"),
         ("fe80::1ff:fe23:4567:890a", "<redacted>"),
         ("warm", "warm"),
         ("3.5 dB", "3.5 dB"),

@@ -24,7 +24,9 @@ _IP_FIELD = 2
 _CHECKSUM_FIELD = 24
 _VALID_CHANNELS = (1, 2)
 
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+# Four or more dot-separated groups of 1-3 digits (over-redacting is the safe side).
+_IPV4 = re.compile(r"(?<!\d)\d{1,3}(?:\.\d{1,3}){3,}(?!\d)")
+_CHECKSUM = re.compile(r"[0-9a-fA-F]{32}")
 _IPV6 = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 REDACTED = "<redacted>"
 
@@ -102,12 +104,17 @@ def _parse_fields(fields: list[str], pseudonyms: dict[str, str]) -> dict[str, ob
         elif channels_in not in _VALID_CHANNELS:
             errors.append(f"channels {channels_in} is not 1 or 2")
 
+    checksum = fields[_CHECKSUM_FIELD].strip()
+    if not _CHECKSUM.fullmatch(checksum):
+        # Not quoted: in a shifted row this field could hold anything, an address included.
+        errors.append("feature_checksum is not 32 hexadecimal digits")
+        checksum = None
     row: dict[str, object] = {
         "entry_id": entry_id,
         "descriptor_raw": redact_ip_addresses(fields[1]),
         "contributor_id": contributor,
         "channels": channels_in,
-        "feature_checksum": fields[_CHECKSUM_FIELD].strip(),
+        "feature_checksum": checksum,
     }
     for column, value in zip(PARAMETER_NAMES, fields[_PARAM_FIELDS], strict=True):
         row[column], error = _parse_number(value, column)

@@ -71,15 +71,15 @@ def data():
 
 def test_log2_ranges_are_all_valid_on_every_set(data):
     centroids = term_centroids(data["latent"])
-    assert centroids["term"].tolist() == ["airy", "bright", "warm"] or len(centroids) == 3
-    assert centroids["n_rows"].sum() == 36
+    assert sorted(centroids["term"]) == ["airy", "bright", "warm"]
+    assert centroids["n_rows"].tolist() == [12, 12, 12]
     report = evaluate_ranges(
         data["model"], data["normaliser"], data["tables"][2], centroids, EVALUATION
     )
     assert {name: r["n_settings"] for name, r in report.items()} == {
         "test_reconstructions": 12,
         "term_centroids": 3,
-        "interpolations": 3 * 5,
+        "interpolations": 3 * 3,  # 3 pairs, interior alphas 0.25, 0.5, 0.75
         "random_latents": 200,
     }
     assert all(r["valid_share"] == 1.0 for r in report.values())
@@ -123,7 +123,7 @@ def test_clustering_separates_well_separated_latents(data):
     )
 
 
-def test_reconstruction_of_an_identity_like_model_would_be_zero(data):
+def test_reconstruction_error_of_an_untrained_model_is_positive_and_summarised(data):
     result = evaluate_reconstruction(
         data["model"], data["normaliser"], data["tables"][2], EVALUATION
     )
@@ -160,6 +160,8 @@ def test_training_health():
     assert health == {"contrastive_first": 3.9, "contrastive_last": 3.05, "contrastive_fell": True}
     rising = history.assign(train_contrastive=[3.0, 3.1, 3.8, 4.0])
     assert check_training_health(rising, EVALUATION)["contrastive_fell"] is False
+    too_short = check_training_health(history.head(3), EVALUATION)
+    assert too_short["contrastive_fell"] is None
 
 
 def test_plots_are_figures_with_the_expected_titles(data):

@@ -41,8 +41,11 @@ def test_both_variants_are_tracked_in_one_run(trained):
             history = client.get_metric_history(run_id, f"{variant}.{metric}")
             assert len(history) == EPOCHS, f"{variant}.{metric}"
         local = catalog.load(f"{variant}.training_history")
-        logged = [m.value for m in client.get_metric_history(run_id, f"{variant}.train_loss")]
-        np.testing.assert_allclose(sorted(logged), sorted(local["train_loss"]))
+        logged = sorted(
+            (m.step, m.value) for m in client.get_metric_history(run_id, f"{variant}.train_loss")
+        )
+        assert [step for step, _ in logged] == local["epoch"].tolist()
+        np.testing.assert_allclose([value for _, value in logged], local["train_loss"])
         artifacts = [a.path for a in client.list_artifacts(run_id, variant)]
         assert f"{variant}/normaliser.json" in artifacts
 

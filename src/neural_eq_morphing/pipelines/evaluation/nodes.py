@@ -78,7 +78,8 @@ def term_centroids(latent_embeddings: pd.DataFrame) -> pd.DataFrame:
 
 
 def _interpolations(centroids: np.ndarray, step: float) -> np.ndarray:
-    alphas = np.linspace(0.0, 1.0, round(1.0 / step) + 1)
+    # Interior points only: alpha = 0 and 1 are the centroids, a set of their own.
+    alphas = np.linspace(0.0, 1.0, round(1.0 / step) + 1)[1:-1]
     points = [
         (1 - alpha) * centroids[i] + alpha * centroids[j]
         for i, j in itertools.combinations(range(len(centroids)), 2)
@@ -97,8 +98,9 @@ def evaluate_ranges(
     """Range validity over the four sets of decoded settings.
 
     Sets: test reconstructions, term centroids, pairwise interpolations between the term
-    centroids (α in steps of ``interpolation_step``) and ``n_random_latents`` random
-    latent points, uniform in [-1, 1] (the tanh range), seeded by ``seed``.
+    centroids (α in steps of ``interpolation_step``, endpoints excluded) and
+    ``n_random_latents`` random latent points, uniform in [-1, 1] (the tanh range), seeded
+    by ``seed``.
 
     Returns:
         ``{set name: range_report}`` (see :func:`neural_eq_morphing.eq.validity.range_report`).
@@ -320,11 +322,15 @@ def evaluate_generation(
 def check_training_health(
     training_history: pd.DataFrame, evaluation: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Whether the contrastive loss fell: mean of the last N epochs below the first N."""
+    """Whether the contrastive loss fell: mean of the last N epochs below the first N.
+
+    With fewer than 2·N epochs the two windows would overlap, so the verdict is ``None``.
+    """
     window = int(evaluation["health_window"])
     values = training_history.sort_values("epoch")["train_contrastive"].to_numpy()
     first, last = float(values[:window].mean()), float(values[-window:].mean())
-    return {"contrastive_first": first, "contrastive_last": last, "contrastive_fell": last < first}
+    fell = bool(last < first) if len(values) >= 2 * window else None
+    return {"contrastive_first": first, "contrastive_last": last, "contrastive_fell": fell}
 
 
 def _flatten(prefix: str, value: Any, into: dict[str, float]) -> None:
