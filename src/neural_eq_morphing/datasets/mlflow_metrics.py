@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from itertools import chain
 
-import mlflow
 from kedro.io.core import DatasetError
 from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
 from mlflow.entities import Metric
@@ -34,8 +33,11 @@ class BatchedMetricsHistoryDataset(MlflowMetricsHistoryDataset):
             return
         try:
             run_id = self.run_id
-        except DatasetError:
-            run_id = mlflow.start_run().info.run_id
+        except DatasetError as exc:
+            raise DatasetError(
+                "no active MLflow run to log metrics to; run through `kedro run` (kedro-mlflow "
+                "opens the run) or set run_id"
+            ) from exc
         timestamp = int(time.time() * 1000)
         metrics = [
             Metric(key, float(value), timestamp, int(step))

@@ -16,6 +16,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -62,24 +63,13 @@ def download_verified(
     received = 0
     try:
         with os.fdopen(handle, "wb") as sink:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    announced = response.headers.get("Content-Length")
-                    while chunk := response.read(_CHUNK_BYTES):
-                        sink.write(chunk)
-                        digest.update(chunk)
-                        received += len(chunk)
-                if announced is not None and received != int(announced):
-                    raise http.client.IncompleteRead(b"", int(announced) - received)
-            except urllib.error.HTTPError as exc:
-                raise DownloadError(f"the server answered HTTP {exc.code} {exc.reason}") from exc
-            except http.client.IncompleteRead as exc:
-                raise DownloadError(
-                    f"the download was cut short after {received + len(exc.partial):,} bytes"
-                ) from exc
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                reason = getattr(exc, "reason", exc)
-                raise DownloadError(f"the server could not be reached ({reason})") from exc
+            for chunk in _chunks(url, timeout):
+                try:
+                    sink.write(chunk)
+                except OSError as exc:
+                    raise DownloadError(f"could not write to {destination.parent}: {exc}") from exc
+                digest.update(chunk)
+                received += len(chunk)
         if size_bytes is not None and received != size_bytes:
             raise DownloadError(f"downloaded {received:,} bytes, expected {size_bytes:,}")
         if sha256 is not None and digest.hexdigest() != sha256.lower():
@@ -91,6 +81,28 @@ def download_verified(
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def _chunks(url: str, timeout: float) -> Iterator[bytes]:
+    """Yield the response body of ``url``; network and HTTP failures become DownloadError."""
+    received = 0
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            announced = response.headers.get("Content-Length")
+            while chunk := response.read(_CHUNK_BYTES):
+                received += len(chunk)
+                yield chunk
+        if announced is not None and received != int(announced):
+            raise http.client.IncompleteRead(b"", int(announced) - received)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"the server answered HTTP {exc.code} {exc.reason}") from exc
+    except http.client.IncompleteRead as exc:
+        raise DownloadError(
+            f"the download was cut short after {received + len(exc.partial):,} bytes"
+        ) from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"the server could not be reached ({reason})") from exc
 
 
 class SafeDbRawDataset(AbstractDataset[None, bytes]):

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from neural_eq_morphing.eq.parameters import N_PARAMETERS, PARAMETER_NAMES, SHELF_Q
+from neural_eq_morphing.eq.parameters import (
+    LOWER_LIMITS,
+    N_PARAMETERS,
+    PARAMETER_NAMES,
+    SHELF_Q,
+    UPPER_LIMITS,
+)
 
 SAMPLE_RATE = 44_100.0
 N_POINTS = 256
@@ -158,3 +164,20 @@ def response_db(
     per_band = biquad_response_db(biquad_coefficients(np.atleast_2d(settings), fs), frequencies, fs)
     total = per_band.sum(axis=1)
     return total[0] if single else total
+
+
+def clamped_response_db(
+    settings: np.ndarray,
+    n_points: int = N_POINTS,
+    f_min: float = F_MIN,
+    f_max: float = F_MAX,
+    fs: float = SAMPLE_RATE,
+) -> np.ndarray:
+    """Responses of settings clamped to the plug-in limits, on a log-spaced grid.
+
+    The plug-in cannot go past its limits, so out-of-range (or NaN, taken as 0) values of
+    a decoded setting are clamped before the response is computed; how many were out of
+    range is for :mod:`neural_eq_morphing.eq.validity` to report.
+    """
+    clamped = np.clip(np.nan_to_num(settings, nan=0.0), LOWER_LIMITS, UPPER_LIMITS)
+    return response_db(clamped, frequency_grid(int(n_points), f_min, f_max), fs)

@@ -88,6 +88,8 @@ def test_ingest_drops_addresses_and_metadata_and_normalises_terms(caplog):
         assert private not in text
     assert "Ingested 1 lines" in caplog.text
     assert "203.0.113" not in caplog.text
+    with pytest.raises(ValueError, match=r"terms\.merge must map a term to another"):
+        ingest_safe_db(_file(line), {"merge": ["brighter", "bright"]})
 
 
 def _ingested(*lines: str) -> pd.DataFrame:
@@ -157,6 +159,8 @@ def test_filter_terms_keeps_frequent_terms_and_applies_exclusions(small_safe_db)
     assert sorted(filtered["term"].unique()) == ["bright", "rare", "warm"]
     with pytest.raises(ValueError, match="no term has at least 100 valid rows"):
         filter_terms(valid, {**TERMS, "min_examples": 100})
+    with pytest.raises(ValueError, match=r"terms.exclude must be a list of terms, e.g. \[test\]"):
+        filter_terms(valid, {**TERMS, "exclude": "airy"})
 
 
 def _filtered(small_safe_db) -> pd.DataFrame:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
+import pandas as pd
 import pytest
 from PIL import Image
 
 pytestmark = pytest.mark.integration
 
 PLOTS = ("term_curves", "morph", "latent_map", "training_curves")
+IPV4 = re.compile(rb"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 
 
 def test_metrics_and_plots_land_in_reporting_and_mlflow(short_run):
@@ -54,3 +58,23 @@ def test_metrics_and_plots_land_in_reporting_and_mlflow(short_run):
     }
     assert log1["random_latents"]["by_parameter"]["high_shelf_freq_hz"]["max"] > 20_000
     assert log1["random_latents"]["worst"]  # the offending values are listed, not hidden
+
+
+def test_no_contributor_address_leaves_the_raw_layer(short_run):
+    """Scan every file the short run wrote: datasets, plots, mlflow.db and MLflow artifacts."""
+    project = short_run["project"]
+    raw = next((project / "data" / "01_raw").glob("*.csv")).read_bytes()
+    addresses = set(IPV4.findall(raw))
+    assert len(addresses) > 100
+    scanned = 0
+    for path in project.rglob("*"):
+        if not path.is_file() or "01_raw" in path.parts:
+            continue
+        content = path.read_bytes()
+        if path.suffix == ".parquet":
+            content += pd.read_parquet(path).astype(str).to_csv().encode()
+        found = addresses & set(IPV4.findall(content))
+        assert not found, f"{path.relative_to(project)} holds {len(found)} contributor address(es)"
+        scanned += 1
+    assert (project / "mlflow.db").is_file()
+    assert scanned > 40

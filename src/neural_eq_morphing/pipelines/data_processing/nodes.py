@@ -90,6 +90,11 @@ def ingest_safe_db(raw: bytes, terms: Mapping[str, Any]) -> pd.DataFrame:
         One row per non-blank line of the file.
     """
     frame = parse_safe_db(raw)
+    if not isinstance(terms.get("merge") or {}, Mapping):
+        raise ValueError(
+            f"terms.merge must map a term to another, e.g. {{brighter: bright}}; "
+            f"got {terms.get('merge')!r}"
+        )
     merge = {
         normalise_term(source, {}): normalise_term(target, {})
         for source, target in (terms.get("merge") or {}).items()
@@ -230,7 +235,10 @@ def filter_terms(
     min_examples = int(terms["min_examples"])
     if min_examples < 1:
         raise ValueError(f"terms.min_examples must be at least 1, got {min_examples}")
-    excluded = {str(term).strip().lower() for term in terms.get("exclude") or []}
+    exclude = terms.get("exclude") or []
+    if isinstance(exclude, str) or not isinstance(exclude, list | tuple):
+        raise ValueError(f"terms.exclude must be a list of terms, e.g. [test]; got {exclude!r}")
+    excluded = {str(term).strip().lower() for term in exclude}
     candidates = valid[~valid["term"].isin(excluded)]
     counts = candidates["term"].value_counts()
     kept = counts[counts >= min_examples].index

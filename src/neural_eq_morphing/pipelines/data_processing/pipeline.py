@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node
 
+from neural_eq_morphing.pipelines import VARIANTS
 from neural_eq_morphing.pipelines.data_processing.nodes import (
     describe_raw_file,
     filter_terms,
@@ -13,9 +14,6 @@ from neural_eq_morphing.pipelines.data_processing.nodes import (
     split_by_contributor,
     validate_settings,
 )
-
-#: Variants whose model inputs this pipeline prepares; each is a namespace.
-NORMALISED_VARIANTS = ("log1", "log2")
 
 
 def create_normalisation_pipeline() -> Pipeline:
@@ -84,6 +82,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             parameters={"params:normaliser": f"params:normalisers.{variant}"},
             tags="data_processing",
         )
-        for variant in NORMALISED_VARIANTS
+        for variant in VARIANTS
     ]
     return shared + sum(variants, Pipeline([]))

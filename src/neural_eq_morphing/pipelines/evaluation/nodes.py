@@ -18,13 +18,8 @@ import torch
 from sklearn.metrics import davies_bouldin_score, silhouette_score
 
 from neural_eq_morphing.eq.normalisers import normaliser_from_dict
-from neural_eq_morphing.eq.parameters import (
-    LOWER_LIMITS,
-    PARAMETER_NAMES,
-    UPPER_LIMITS,
-    out_of_range_mask,
-)
-from neural_eq_morphing.eq.response import frequency_grid, response_db
+from neural_eq_morphing.eq.parameters import PARAMETER_NAMES, out_of_range_mask
+from neural_eq_morphing.eq.response import clamped_response_db
 from neural_eq_morphing.eq.validity import range_report
 from neural_eq_morphing.models.modules import SemanticEQModel
 
@@ -55,10 +50,7 @@ def reconstruct(model: SemanticEQModel, features: np.ndarray) -> tuple[np.ndarra
 
 
 def _responses(settings: np.ndarray, response: Mapping[str, Any]) -> np.ndarray:
-    """DB responses of settings clamped to the plug-in limits (the plug-in cannot go past)."""
-    grid = frequency_grid(int(response["n_points"]), response["f_min"], response["f_max"])
-    clamped = np.clip(np.nan_to_num(settings, nan=0.0), LOWER_LIMITS, UPPER_LIMITS)
-    return response_db(clamped, grid)
+    return clamped_response_db(settings, **response)
 
 
 def term_centroids(latent_embeddings: pd.DataFrame) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node
 
+from neural_eq_morphing.pipelines import VARIANTS
 from neural_eq_morphing.pipelines.evaluation.nodes import (
     check_training_health,
     evaluate_clustering,
@@ -21,7 +22,6 @@ from neural_eq_morphing.pipelines.evaluation.plots import (
     plot_term_curves,
     plot_training_curves,
 )
-from neural_eq_morphing.pipelines.training.pipeline import VARIANTS
 
 #: Shared (not namespaced) inputs of the template.
 SHARED_INPUTS = {"settings_filtered", "split_assignment"}

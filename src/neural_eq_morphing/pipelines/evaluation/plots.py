@@ -16,19 +16,14 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from sklearn.decomposition import PCA
 
-from neural_eq_morphing.eq.parameters import LOWER_LIMITS, PARAMETER_NAMES, UPPER_LIMITS
-from neural_eq_morphing.eq.response import frequency_grid, response_db
+from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+from neural_eq_morphing.eq.response import clamped_response_db, frequency_grid
 
 PARAMS = list(PARAMETER_NAMES)
 
 
 def _grid(response: Mapping[str, Any]) -> np.ndarray:
     return frequency_grid(int(response["n_points"]), response["f_min"], response["f_max"])
-
-
-def _curves(settings: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    clamped = np.clip(np.nan_to_num(settings, nan=0.0), LOWER_LIMITS, UPPER_LIMITS)
-    return response_db(clamped, grid)
 
 
 def _frequency_axis(axis: Any) -> None:
@@ -51,11 +46,10 @@ def plot_term_curves(
     rows = math.ceil(len(terms) / columns)
     figure = Figure(figsize=(4 * columns, 2.8 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
-    generated = _curves(presets[PARAMS].to_numpy(), grid)
+    generated = clamped_response_db(presets[PARAMS].to_numpy(), **evaluation["response"])
     for axis, term, curve, valid in zip(axes, terms, generated, presets["valid"], strict=False):
-        real = _curves(
-            settings_filtered.loc[settings_filtered["term"] == term, PARAMS].to_numpy(), grid
-        )
+        rows = settings_filtered.loc[settings_filtered["term"] == term, PARAMS].to_numpy()
+        real = clamped_response_db(rows, **evaluation["response"])
         low, median, high = np.percentile(real, [10, 50, 90], axis=0)
         axis.fill_between(grid, low, high, color="tab:blue", alpha=0.2, label="real: 10–90 %")
         axis.plot(grid, median, color="tab:blue", linewidth=1, label="real: median")
@@ -75,7 +69,7 @@ def plot_term_curves(
 def plot_morph(morph: pd.DataFrame, label: str, evaluation: Mapping[str, Any]) -> Figure:
     """The interpolation between two terms as a family of EQ curves."""
     grid = _grid(evaluation["response"])
-    curves = _curves(morph[PARAMS].to_numpy(), grid)
+    curves = clamped_response_db(morph[PARAMS].to_numpy(), **evaluation["response"])
     source, target = morph["from_term"].iloc[0], morph["to_term"].iloc[0]
     figure = Figure(figsize=(8, 4.5), layout="constrained")
     axis = figure.subplots()

@@ -56,6 +56,8 @@ def train_model(
     if train_table.empty or validation_table.empty:
         raise ValueError("training needs non-empty train and validation splits")
     values = dict(training)
+    if "seed" not in values:
+        raise ValueError("the training parameters need a 'seed' (e.g. log2.training.seed: 42)")
     seed = int(values.pop("seed"))
     config = TrainingConfig.from_dict(values)
     transform = normaliser_from_dict(normaliser)

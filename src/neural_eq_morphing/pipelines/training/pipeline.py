@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node
 
+from neural_eq_morphing.pipelines import VARIANTS
 from neural_eq_morphing.pipelines.training.nodes import (
     embed_settings,
     history_to_metrics,
     train_model,
 )
-
-#: Model variants; each is a namespace with a ``<variant>.training`` parameter block.
-VARIANTS = ("log1", "log2")
 
 
 def create_training_pipeline() -> Pipeline:
