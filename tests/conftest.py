@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 from kedro.framework.session import KedroSession
@@ -32,6 +33,18 @@ def find_real_safe_db() -> Path | None:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
     return None
+
+
+@pytest.fixture(autouse=True)
+def _no_dangling_mlflow_run() -> Iterator[None]:
+    """End an MLflow run that a failing Kedro session left active.
+
+    kedro-mlflow adopts an already active run (and its tracking store) instead of opening
+    one in the project's store, so a run left over by one test would swallow the next.
+    """
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neural_eq_morphing.eq.normalisers import (
+    IdentityNormaliser,
     MinMaxNormaliser,
     ZScoreNormaliser,
     build_normaliser,
@@ -85,6 +86,7 @@ def test_zscore_fit_gives_zero_mean_unit_std_and_handles_constant_column():
 @pytest.mark.parametrize(
     "normaliser",
     [
+        IdentityNormaliser(),
         MinMaxNormaliser.from_plugin_limits(),
         ZScoreNormaliser.fit(random_settings(np.random.default_rng(5), 30)),
     ],

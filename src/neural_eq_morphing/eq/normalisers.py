@@ -4,6 +4,8 @@
   on log10, then min-max to [0, 1] using the plug-in limits. Nothing is fitted.
 * :class:`ZScoreNormaliser` — Log 1's features: per-column mean and standard deviation,
   fitted on the training split only.
+* :class:`IdentityNormaliser` — values already in plug-in units (describes a decoder
+  that outputs dB / Hz / Q directly).
 
 Both are small objects that serialise to and from plain JSON-able dicts, and offer
 ``transform`` / ``inverse_transform`` on arrays of shape ``(n, 13)`` in file column order.
@@ -186,10 +188,40 @@ class ZScoreNormaliser:
         return cls(_vector(payload, "mean"), std)
 
 
-Normaliser = MinMaxNormaliser | ZScoreNormaliser
-_BY_KIND: dict[str, type[MinMaxNormaliser] | type[ZScoreNormaliser]] = {
+@dataclass(frozen=True)
+class IdentityNormaliser:
+    """Values already in plug-in units: ``transform`` and its inverse change nothing.
+
+    Describes the output of a decoder that produces dB / Hz / Q directly (Log 1 trained
+    with its loss in consistent units).
+    """
+
+    kind: ClassVar[str] = "identity"
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Return the values (checked for shape)."""
+        return _as_matrix(values).copy()
+
+    def inverse_transform(self, features: np.ndarray) -> np.ndarray:
+        """Return the values (checked for shape)."""
+        return _as_matrix(features).copy()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able description from which :func:`normaliser_from_dict` rebuilds it."""
+        return {"kind": self.kind, "columns": list(PARAMETER_NAMES)}
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> IdentityNormaliser:
+        """Rebuild from :meth:`to_dict` output, checking its columns."""
+        _check_columns(payload)
+        return cls()
+
+
+Normaliser = MinMaxNormaliser | ZScoreNormaliser | IdentityNormaliser
+_BY_KIND: dict[str, type[Normaliser]] = {
     MinMaxNormaliser.kind: MinMaxNormaliser,
     ZScoreNormaliser.kind: ZScoreNormaliser,
+    IdentityNormaliser.kind: IdentityNormaliser,
 }
 
 

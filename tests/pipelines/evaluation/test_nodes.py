@@ -3,7 +3,11 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from neural_eq_morphing.eq.normalisers import MinMaxNormaliser, ZScoreNormaliser
+from neural_eq_morphing.eq.normalisers import (
+    IdentityNormaliser,
+    MinMaxNormaliser,
+    ZScoreNormaliser,
+)
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.models.modules import SemanticEQModel
 from neural_eq_morphing.pipelines.evaluation.nodes import (
@@ -101,6 +105,24 @@ def test_zscore_decoding_of_a_log1_model_goes_out_of_range(data):
     assert flat["eval.range_validity.random_latents.by_kind.freq"] == {"value": freq, "step": 0}
 
 
+def test_a_decoder_in_plug_in_units_is_decoded_without_the_zscore_inverse(data):
+    # Log 1 trained with its loss in consistent units: heads give dB / Hz / Q directly.
+    model = SemanticEQModel("log1", seed=0).eval()
+    features = ZScoreNormaliser.fit(data["settings"][PARAMS].to_numpy())
+    tables = []
+    for table in data["tables"]:
+        plug_in = data["settings"].set_index("entry_id").loc[table["entry_id"], PARAMS]
+        copy = table.copy()
+        copy[PARAMS] = features.transform(plug_in.to_numpy())
+        tables.append(copy)
+    centroids = term_centroids(embed_settings(model, *tables))
+    identity = IdentityNormaliser().to_dict()
+    report = evaluate_ranges(model, identity, tables[2], centroids, EVALUATION)
+    assert all(r["valid_share"] == 1.0 for r in report.values())  # bounded heads
+    result = evaluate_reconstruction(model, features.to_dict(), identity, tables[2], EVALUATION)
+    assert result["normalised_mse"] < 100  # compared in z-score space, not dB vs z
+
+
 def test_clustering_reports_latent_and_baseline_for_both_protocols(data):
     result = evaluate_clustering(data["latent"], *data["tables"], EVALUATION)
     for protocol, rows in (("in_sample", 60), ("held_out", 12)):
@@ -124,8 +146,9 @@ def test_clustering_separates_well_separated_latents(data):
 
 
 def test_reconstruction_error_of_an_untrained_model_is_positive_and_summarised(data):
+    normaliser = data["normaliser"]
     result = evaluate_reconstruction(
-        data["model"], data["normaliser"], data["tables"][2], EVALUATION
+        data["model"], normaliser, normaliser, data["tables"][2], EVALUATION
     )
     assert result["n_rows"] == 12
     assert result["normalised_mse"] > 0

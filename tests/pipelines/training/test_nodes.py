@@ -6,10 +6,12 @@ import torch
 from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.training import TrainingConfig
 from neural_eq_morphing.pipelines.training.nodes import (
     HISTORY_METRICS,
     embed_settings,
     history_to_metrics,
+    output_normaliser,
     train_model,
 )
 
@@ -84,6 +86,16 @@ def test_train_model_rejects_unknown_parameters(tables):
             MinMaxNormaliser.from_plugin_limits().to_dict(),
             _training(learning_rat=1),
         )
+
+
+def test_output_normaliser_is_identity_only_for_log1_in_consistent_units():
+    zscore = {"kind": "zscore", "columns": PARAMS, "mean": [0.0] * 13, "std": [1.0] * 13}
+    log1 = TrainingConfig.for_variant("log1")
+    assert output_normaliser(zscore, log1) == zscore
+    fixed = TrainingConfig.for_variant("log1", recon_in_consistent_units=True)
+    assert output_normaliser(zscore, fixed)["kind"] == "identity"
+    log2 = TrainingConfig.for_variant("log2", recon_in_consistent_units=True)
+    assert output_normaliser(zscore, log2) == zscore
 
 
 def test_history_to_metrics_gives_one_step_per_epoch():

@@ -1,8 +1,10 @@
 """Nodes of the ``evaluation`` pipeline (DESIGN.md section 6).
 
-Decoding always runs in eval mode (no dropout) and maps the decoder output through the
-variant's normaliser inverse: Log 2's min-max inverse, Log 1's z-score inverse (which is
-what turns its Hz-valued outputs into the out-of-range frequencies it is known for).
+Decoding always runs in eval mode (no dropout) and maps the decoder output to plug-in
+units through the *output normaliser* that the training pipeline saved with the model
+(``<variant>.model_normaliser``): Log 2's min-max inverse; Log 1's z-score inverse (which
+is what turns its Hz-valued outputs into the out-of-range frequencies it is known for);
+the identity for a Log 1 trained with its loss in consistent units.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ def _latent_columns(frame: pd.DataFrame) -> list[str]:
     return [column for column in frame.columns if column.startswith("latent_")]
 
 
-def decode(model: SemanticEQModel, normaliser: Mapping[str, Any], latent: np.ndarray) -> np.ndarray:
+def decode(
+    model: SemanticEQModel, output_normaliser: Mapping[str, Any], latent: np.ndarray
+) -> np.ndarray:
     """Decode latents to EQ settings in plug-in units (eval mode, no gradients)."""
     model.eval()
     with torch.no_grad():
         output = model.decode(torch.as_tensor(np.asarray(latent, dtype=np.float32))).numpy()
-    return normaliser_from_dict(normaliser).inverse_transform(output.astype(np.float64))
+    return normaliser_from_dict(output_normaliser).inverse_transform(output.astype(np.float64))
 
 
 def reconstruct(model: SemanticEQModel, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +86,7 @@ def _interpolations(centroids: np.ndarray, step: float) -> np.ndarray:
 
 def evaluate_ranges(
     model: SemanticEQModel,
-    normaliser: Mapping[str, Any],
+    output_normaliser: Mapping[str, Any],
     test_table: pd.DataFrame,
     centroids: pd.DataFrame,
     evaluation: Mapping[str, Any],
@@ -102,14 +106,13 @@ def evaluate_ranges(
     rng = np.random.default_rng(int(evaluation["seed"]))
     random_latents = rng.uniform(-1.0, 1.0, (int(evaluation["n_random_latents"]), latent_dim))
     _, test_output = reconstruct(model, test_table[PARAMS].to_numpy())
-    inverse = normaliser_from_dict(normaliser).inverse_transform
+    inverse = normaliser_from_dict(output_normaliser).inverse_transform
+    interpolations = _interpolations(centre_latents, evaluation["interpolation_step"])
     sets = {
         "test_reconstructions": inverse(test_output),
-        "term_centroids": decode(model, normaliser, centre_latents),
-        "interpolations": decode(
-            model, normaliser, _interpolations(centre_latents, evaluation["interpolation_step"])
-        ),
-        "random_latents": decode(model, normaliser, random_latents),
+        "term_centroids": decode(model, output_normaliser, centre_latents),
+        "interpolations": decode(model, output_normaliser, interpolations),
+        "random_latents": decode(model, output_normaliser, random_latents),
     }
     report = {
         name: range_report(values, int(evaluation["n_worst"])) for name, values in sets.items()
@@ -201,22 +204,28 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 def evaluate_reconstruction(
     model: SemanticEQModel,
     normaliser: Mapping[str, Any],
+    output_normaliser: Mapping[str, Any],
     test_table: pd.DataFrame,
     evaluation: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Reconstruction error on the test split.
 
     ``normalised_mse`` compares the decoder output with the normalised input in the
-    variant's own feature space (for Log 1 that is its units-mismatched training loss);
+    variant's own feature space (for Log 1 that is its units-mismatched training loss; a
+    decoder that outputs plug-in units is first mapped into that space);
     ``response_rms_db`` is, per setting, the RMS over the frequency grid of the difference
     between the dB responses of input and reconstruction (both in plug-in units, clamped
     to the plug-in limits), summarised by mean, median and 95th percentile.
     """
     features = test_table[PARAMS].to_numpy(np.float64)
     _, output = reconstruct(model, features)
-    inverse = normaliser_from_dict(normaliser).inverse_transform
+    feature_space = normaliser_from_dict(normaliser)
+    reconstructed = normaliser_from_dict(output_normaliser).inverse_transform(output)
+    if output_normaliser != normaliser:
+        output = feature_space.transform(reconstructed)
     response = evaluation["response"]
-    error = _responses(inverse(output), response) - _responses(inverse(features), response)
+    original = feature_space.inverse_transform(features)
+    error = _responses(reconstructed, response) - _responses(original, response)
     rms = np.sqrt(np.mean(error**2, axis=1))
     result = {
         "n_rows": len(features),
@@ -232,7 +241,7 @@ def evaluate_reconstruction(
 
 
 def generate_presets(
-    model: SemanticEQModel, normaliser: Mapping[str, Any], centroids: pd.DataFrame
+    model: SemanticEQModel, output_normaliser: Mapping[str, Any], centroids: pd.DataFrame
 ) -> pd.DataFrame:
     """Decode each term's centroid to an EQ setting in plug-in units, like a preset.
 
@@ -240,7 +249,7 @@ def generate_presets(
         One row per term: ``term``, ``n_rows``, the 13 parameters and ``valid`` (all
         parameters inside the plug-in limits).
     """
-    settings = decode(model, normaliser, centroids[_latent_columns(centroids)].to_numpy())
+    settings = decode(model, output_normaliser, centroids[_latent_columns(centroids)].to_numpy())
     presets = centroids[["term", "n_rows"]].copy()
     presets[PARAMS] = settings
     presets["valid"] = ~out_of_range_mask(settings).any(axis=1)
@@ -249,7 +258,7 @@ def generate_presets(
 
 def morph_table(
     model: SemanticEQModel,
-    normaliser: Mapping[str, Any],
+    output_normaliser: Mapping[str, Any],
     centroids: pd.DataFrame,
     evaluation: Mapping[str, Any],
 ) -> pd.DataFrame:
@@ -271,7 +280,7 @@ def morph_table(
     start, end = by_term.loc[source].to_numpy(), by_term.loc[target].to_numpy()
     latent = (1 - alphas)[:, None] * start + alphas[:, None] * end
     table = pd.DataFrame({"alpha": alphas, "from_term": source, "to_term": target})
-    table[PARAMS] = decode(model, normaliser, latent)
+    table[PARAMS] = decode(model, output_normaliser, latent)
     return table
 
 

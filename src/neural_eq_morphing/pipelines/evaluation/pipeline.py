@@ -35,7 +35,13 @@ def create_evaluation_pipeline() -> Pipeline:
             node(term_centroids, "latent_embeddings", "term_centroids", name="term_centroids"),
             node(
                 evaluate_ranges,
-                ["model", "normaliser", "model_input_test", "term_centroids", "params:evaluation"],
+                [
+                    "model",
+                    "model_normaliser",
+                    "model_input_test",
+                    "term_centroids",
+                    "params:evaluation",
+                ],
                 "range_validity",
                 name="evaluate_ranges",
             ),
@@ -47,19 +53,25 @@ def create_evaluation_pipeline() -> Pipeline:
             ),
             node(
                 evaluate_reconstruction,
-                ["model", "normaliser", "model_input_test", "params:evaluation"],
+                [
+                    "model",
+                    "normaliser",
+                    "model_normaliser",
+                    "model_input_test",
+                    "params:evaluation",
+                ],
                 "reconstruction",
                 name="evaluate_reconstruction",
             ),
             node(
                 generate_presets,
-                ["model", "normaliser", "term_centroids"],
+                ["model", "model_normaliser", "term_centroids"],
                 "generated_presets",
                 name="generate_presets",
             ),
             node(
                 morph_table,
-                ["model", "normaliser", "term_centroids", "params:evaluation"],
+                ["model", "model_normaliser", "term_centroids", "params:evaluation"],
                 "morph_table",
                 name="morph_table",
             ),

@@ -10,7 +10,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, normaliser_from_dict
+from neural_eq_morphing.eq.normalisers import (
+    IdentityNormaliser,
+    ZScoreNormaliser,
+    normaliser_from_dict,
+)
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.models.modules import SemanticEQModel
 from neural_eq_morphing.models.progress import default_progress
@@ -50,8 +54,8 @@ def train_model(
 
     Returns:
         The trained model (eval mode) twice — for the local versioned file and for the
-        MLflow model —, the normaliser that goes with it (to be logged beside it), and the
-        per-epoch history.
+        MLflow model —, the normaliser that maps its decoder output to plug-in units (see
+        :func:`output_normaliser`; logged beside the model), and the per-epoch history.
     """
     if train_table.empty or validation_table.empty:
         raise ValueError("training needs non-empty train and validation splits")
@@ -95,7 +99,18 @@ def train_model(
         last["train_contrastive"],
         last["val_loss"],
     )
-    return model, model, dict(normaliser), history
+    return model, model, output_normaliser(normaliser, config), history
+
+
+def output_normaliser(normaliser: Mapping[str, Any], config: TrainingConfig) -> dict[str, Any]:
+    """The normaliser whose inverse maps the decoder's output to plug-in units.
+
+    That is the feature normaliser, except for Log 1 trained with its loss in consistent
+    units, whose decoder learns to output dB / Hz / Q directly (identity).
+    """
+    if config.variant == "log1" and config.recon_in_consistent_units:
+        return IdentityNormaliser().to_dict()
+    return dict(normaliser)
 
 
 def history_to_metrics(history: pd.DataFrame) -> dict[str, list[dict[str, float]]]:
