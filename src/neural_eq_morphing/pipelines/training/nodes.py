@@ -28,11 +28,13 @@ SPLITS = ("train", "validation", "test")
 HISTORY_METRICS = tuple(c for c in HISTORY_COLUMNS if c not in ("seed", "epoch"))
 
 
-def _features(table: pd.DataFrame) -> np.ndarray:
+def features_of(table: pd.DataFrame) -> np.ndarray:
+    """The 13 feature columns of a model-input table as float32."""
     return table[PARAMS].to_numpy(dtype=np.float32)
 
 
-def _term_codes(*tables: pd.DataFrame) -> list[np.ndarray]:
+def term_codes(*tables: pd.DataFrame) -> list[np.ndarray]:
+    """Integer class ids of the tables' terms, over the union of their terms (sorted)."""
     vocabulary = sorted(set().union(*(set(table["term"]) for table in tables)))
     index = {term: code for code, term in enumerate(vocabulary)}
     return [table["term"].map(index).to_numpy(dtype=np.int64) for table in tables]
@@ -66,7 +68,7 @@ def train_model(
     config = TrainingConfig.from_dict(values)
     transform = normaliser_from_dict(normaliser)
     zscore = transform if isinstance(transform, ZScoreNormaliser) else None
-    train_labels, validation_labels = _term_codes(train_table, validation_table)
+    train_labels, validation_labels = term_codes(train_table, validation_table)
     logger.info(
         "Training %s (seed %d): %d epochs, batch %d, %d training and %d validation rows",
         config.variant,
@@ -78,9 +80,9 @@ def train_model(
     )
     result = train(
         config,
-        _features(train_table),
+        features_of(train_table),
         train_labels,
-        _features(validation_table),
+        features_of(validation_table),
         validation_labels,
         seeds=[seed],
         zscore_mean=None if zscore is None else zscore.mean,
@@ -156,7 +158,7 @@ def embed_settings(
         table[["entry_id", "contributor_id", "term"]].assign(split=name)
         for table, name in zip((train_table, validation_table, test_table), SPLITS, strict=True)
     ]
-    features = np.concatenate([_features(t) for t in (train_table, validation_table, test_table)])
+    features = np.concatenate([features_of(t) for t in (train_table, validation_table, test_table)])
     model.eval()
     with torch.no_grad():
         latent = model.encode(torch.from_numpy(features)).numpy()

@@ -1,0 +1,91 @@
+"""``compare`` end to end on the real file, with 2 seeds and 3 epochs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+
+import pandas as pd
+import pytest
+from kedro.framework.session import KedroSession
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import SAFE_DB_NAME, find_real_safe_db, make_kedro_project
+
+pytestmark = pytest.mark.integration
+
+PARAMS = {"compare": {"n_seeds": 2, "epochs": 3}}
+
+
+def _run(project):
+    with KedroSession.create(project_path=project, runtime_params=PARAMS) as session:
+        session.run(pipeline_names=["compare"])
+        return session.load_context().catalog
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory):
+    real_safe_db = find_real_safe_db()
+    if real_safe_db is None:
+        pytest.skip(f"the real {SAFE_DB_NAME} is not available")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        project = make_kedro_project(tmp_path_factory.mktemp("compare"), monkeypatch)
+        shutil.copy(real_safe_db, project / "data" / "01_raw" / SAFE_DB_NAME)
+        first = _run(project)
+        first_metrics = first.load("compare_seed_metrics")
+        second = _run(project)
+        yield project, first_metrics, second, MlflowClient()
+
+
+def test_report_lands_in_reporting_and_mlflow_with_every_figure(compared):
+    project, _, catalog, client = compared
+    html = catalog.load("compare_report_html")
+    markdown = catalog.load("compare_report_md")
+    assert html.startswith("<!DOCTYPE html>")
+    assert html.count('src="data:image/png;base64,') == 7
+    for heading in ("Headline", "Held-out protocol", "Ablation", "Findings", "Provenance"):
+        assert heading in markdown
+    versions = sorted((project / "data" / "08_reporting" / "compare" / "report.html").glob("*/*"))
+    assert len(versions) == 2  # one per run, nothing overwritten
+    assert versions[-1].read_text() == html
+    experiment = client.get_experiment_by_name("neural_eq_morphing")
+    parents = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="attributes.run_name = 'compare'",
+        order_by=["attributes.start_time DESC"],
+    )
+    parent = parents[0]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "compare")}
+    assert {"compare/report.html", "compare/report.md", "compare/summary.csv"} <= artifacts
+    children = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    assert len(children) == 6 * 2
+    assert parent.info.run_id in markdown
+    for child in children:
+        assert child.info.run_id in markdown
+
+
+def test_every_summary_number_is_an_mlflow_metric_and_reruns_agree(compared):
+    _, first_metrics, catalog, client = compared
+    pd.testing.assert_frame_equal(first_metrics, catalog.load("compare_seed_metrics"))
+    summary = catalog.load("compare_summary")
+    experiment = client.get_experiment_by_name("neural_eq_morphing")
+    parent = client.search_runs(
+        [experiment.experiment_id],
+        filter_string="attributes.run_name = 'compare'",
+        order_by=["attributes.start_time DESC"],
+    )[0]
+    logged = parent.data.metrics
+    checked = 0
+    for row in summary.itertuples(index=False):
+        if pd.notna(row.mean):
+            key = f"compare.{row.configuration}.{row.metric}.mean"
+            assert logged[key] == pytest.approx(row.mean), key
+            checked += 1
+    assert checked > 100
+    # The headline silhouette in the report is the logged mean, to 3 decimals.
+    markdown = catalog.load("compare_report_md")
+    mean = logged["compare.log2.silhouette.in_sample.latent.mean"]
+    assert re.search(rf"\| log2 \|.*\| {mean:.3f} ± ", markdown)
