@@ -111,7 +111,9 @@ class MinMaxNormaliser:
         features = _as_matrix(features)
         lower, upper = self._scaled_limits()
         scaled = lower + features * (upper - lower)
-        return np.where(self.log_scaled, np.power(10.0, scaled), scaled)
+        # Only the log-scaled columns are exponentiated (a linear Hz column would overflow).
+        mask = np.broadcast_to(self.log_scaled, scaled.shape)
+        return np.power(10.0, scaled, out=scaled.copy(), where=mask)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able description from which :func:`normaliser_from_dict` rebuilds it."""

@@ -41,7 +41,7 @@ def decode(
     """Decode latents to EQ settings in plug-in units (eval mode, no gradients)."""
     model.eval()
     with torch.no_grad():
-        output = model.decode(torch.as_tensor(np.asarray(latent, dtype=np.float32))).numpy()
+        output = model.decode(torch.tensor(np.asarray(latent, dtype=np.float32))).numpy()
     return normaliser_from_dict(output_normaliser).inverse_transform(output.astype(np.float64))
 
 
@@ -49,7 +49,7 @@ def reconstruct(model: SemanticEQModel, features: np.ndarray) -> tuple[np.ndarra
     """Encode and decode normalised features; return ``(latent, decoder output)``."""
     model.eval()
     with torch.no_grad():
-        latent = model.encode(torch.as_tensor(np.asarray(features, dtype=np.float32)))
+        latent = model.encode(torch.tensor(np.asarray(features, dtype=np.float32)))
         return latent.numpy(), model.decode(latent).numpy().astype(np.float64)
 
 
