@@ -76,7 +76,8 @@ def test_findings_are_filled_from_the_numbers():
         in text
     )
     assert "frequencies reach 1.60 MHz" in text
-    assert "undone in 'log2_no_lr_schedule': 0.300 there against 0.500 for Log 2" in text
+    assert "undone in 'log2_no_lr_schedule': 0.300 there against 0.500 for Log 2." in text
+    assert "scores better than Log 2" not in text
 
 
 def test_renderers_escape_text_and_embed_figures():

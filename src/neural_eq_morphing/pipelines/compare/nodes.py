@@ -162,6 +162,9 @@ def run_configurations(
                 evaluate_generation(presets, settings_filtered, split_assignment, evaluation),
                 check_training_health(history, evaluation),
             )
+            last = history.sort_values("epoch").iloc[-1]
+            row["final_train_loss"] = float(last["train_loss"])
+            row["final_val_loss"] = float(last["val_loss"])
             rows.append({"configuration": name, "seed": seed, **row})
             histories.append(history.assign(configuration=name))
             if seed == seeds[0]:

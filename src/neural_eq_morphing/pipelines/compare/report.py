@@ -203,11 +203,19 @@ def findings(
         # How much worse each ablation is than Log 2 (positive: the removed change helped).
         costs = {c: better * (reference - summary.mean(c, metric)) for c in ablations}
         carrier, cost = max(costs.items(), key=lambda item: item[1])
+        improving = [c for c, value in costs.items() if value < 0]
+        also = (
+            " Undoing "
+            + ", ".join(f"'{c}' ({summary.mean(c, metric):.{digits}f})" for c in improving)
+            + " scores better than Log 2."
+            if improving
+            else ""
+        )
         if cost > 0:
             sentences.append(
                 f"On {name}, the change that matters most is the one undone in '{carrier}': "
                 f"{summary.mean(carrier, metric):.{digits}f} there against "
-                f"{reference:.{digits}f} for Log 2."
+                f"{reference:.{digits}f} for Log 2.{also}"
             )
         else:
             sentences.append(
