@@ -85,6 +85,15 @@ def test_every_summary_number_is_an_mlflow_metric_and_reruns_agree(compared):
             assert logged[key] == pytest.approx(row.mean), key
             checked += 1
     assert checked > 100
+    # The first seed's generated preset in the report is its nested run's metric.
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+    )
+    log2_first = next(r for r in runs if r.info.run_name == "log2 seed 42")
+    gain = log2_first.data.metrics["preset.warm.peak1_gain_db"]
+    assert "| peak1_gain_db | " in catalog.load("compare_report_md")
+    assert f"{gain:.2f}" in catalog.load("compare_report_md")
     # The headline silhouette in the report is the logged mean, to 3 decimals.
     markdown = catalog.load("compare_report_md")
     mean = logged["compare.log2.silhouette.in_sample.latent.mean"]

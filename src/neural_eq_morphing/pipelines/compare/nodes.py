@@ -162,6 +162,13 @@ def run_configurations(
                 evaluate_generation(presets, settings_filtered, split_assignment, evaluation),
                 check_training_health(history, evaluation),
             )
+            # The generated presets of the morph's terms, so the report's preset table is
+            # in MLflow too (nested run of each seed).
+            by_term = presets.set_index("term")
+            for term in evaluation["morph"]:
+                if term in by_term.index:
+                    for column in PARAMS:
+                        row[f"preset.{term}.{column}"] = float(by_term.loc[term, column])
             last = history.sort_values("epoch").iloc[-1]
             row["final_train_loss"] = float(last["train_loss"])
             row["final_val_loss"] = float(last["val_loss"])
