@@ -102,7 +102,7 @@ def run_configurations(
     log2_training: Mapping[str, Any],
     evaluation: Mapping[str, Any],
     compare: Mapping[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Train and evaluate every configuration over the comparison's seeds.
 
     Args:
@@ -117,7 +117,8 @@ def run_configurations(
         One row of metrics per configuration and seed (twice: for the versioned table and
         for the per-seed MLflow runs); the per-epoch histories of every member; and, per
         configuration, the examples the report draws (first seed's
-        presets, morph, latent embeddings) plus timings.
+        presets, morph, latent embeddings) plus timings; and the timings as MLflow metrics
+        (``<configuration>.wall_s`` and ``.train_s``).
     """
     seeds = compare_seeds(compare)
     bases = {"log1": log1_training, "log2": log2_training}
@@ -191,7 +192,12 @@ def run_configurations(
         )
     metrics = pd.DataFrame(rows)
     history_table = pd.concat(histories, ignore_index=True)
-    return metrics, metrics, history_table, examples
+    timings = {
+        f"{name}.{key}": {"value": float(example[key]), "step": 0}
+        for name, example in examples.items()
+        for key in ("wall_s", "train_s")
+    }
+    return metrics, metrics, history_table, examples, timings
 
 
 def summarise_comparison(seed_metrics: pd.DataFrame) -> pd.DataFrame:

@@ -38,6 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "compare_seed_runs",
                     "compare_histories",
                     "compare_examples",
+                    "compare_timings",
                 ],
                 name="run_configurations",
             ),

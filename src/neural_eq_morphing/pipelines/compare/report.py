@@ -349,7 +349,8 @@ def build_blocks(
                 f"seeds: {', '.join(map(str, seeds))}",
                 f"MLflow parent run {parent}; per-seed runs: "
                 + ", ".join(f"{r.run_name} = {r.run_id}" for r in seed_runs.itertuples()),
-                f"training and evaluation wall time: {wall:.1f} s",
+                f"training and evaluation wall time: {wall:.1f} s (MLflow metrics "
+                "compare.timing.<configuration>.wall_s)",
                 "configurations: "
                 + "; ".join(
                     f"{c}: normaliser {compare['configurations'][c]['normaliser']}, "
