@@ -137,6 +137,16 @@ def kedro_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return make_kedro_project(tmp_path, monkeypatch)
 
 
+def make_real_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A throw-away project with the real SAFE-DB file in ``data/01_raw`` (or a skip)."""
+    real_safe_db = find_real_safe_db()
+    if real_safe_db is None:
+        pytest.skip(f"the real {SAFE_DB_NAME} is not available")
+    project = make_kedro_project(root, monkeypatch)
+    shutil.copy(real_safe_db, project / "data" / "01_raw" / SAFE_DB_NAME)
+    return project
+
+
 @pytest.fixture(scope="session")
 def short_run(tmp_path_factory: pytest.TempPathFactory):
     """One short run (3 epochs) of data processing, training and evaluation of both variants.
@@ -144,12 +154,8 @@ def short_run(tmp_path_factory: pytest.TempPathFactory):
     Returns the project path, the loaded catalog, an MLflow client, the experiment and its
     runs; shared by the integration tests of training and evaluation.
     """
-    real_safe_db = find_real_safe_db()
-    if real_safe_db is None:
-        pytest.skip(f"the real {SAFE_DB_NAME} is not available")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        project = make_kedro_project(tmp_path_factory.mktemp("short_run"), monkeypatch)
-        shutil.copy(real_safe_db, project / "data" / "01_raw" / SAFE_DB_NAME)
+        project = make_real_project(tmp_path_factory.mktemp("short_run"), monkeypatch)
         params = {variant: {"training": {"epochs": SHORT_EPOCHS}} for variant in ("log1", "log2")}
         with KedroSession.create(project_path=project, runtime_params=params) as session:
             session.run(pipeline_names=["data_processing", "training", "evaluation"])

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 
 import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import SAFE_DB_NAME, find_real_safe_db, make_kedro_project
+from tests.conftest import make_real_project
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +24,8 @@ def _run(project):
 
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory: pytest.TempPathFactory):
-    real_safe_db = find_real_safe_db()
-    if real_safe_db is None:
-        pytest.skip(f"the real {SAFE_DB_NAME} is not available")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        project = make_kedro_project(tmp_path_factory.mktemp("compare"), monkeypatch)
-        shutil.copy(real_safe_db, project / "data" / "01_raw" / SAFE_DB_NAME)
+        project = make_real_project(tmp_path_factory.mktemp("compare"), monkeypatch)
         first = _run(project)
         first_metrics = first.load("compare_seed_metrics")
         second = _run(project)
