@@ -82,6 +82,8 @@ def _seed_row(
         ranges[name]["by_parameter"][column]["min"] for name in generated for column in FREQ_COLUMNS
     )
     for protocol, spaces in clustering.items():
+        row[f"rows.{protocol}"] = spaces["latent"]["n_rows"]
+        row[f"terms.{protocol}"] = spaces["latent"]["n_terms"]
         for space, scores in spaces.items():
             for metric in ("silhouette", "davies_bouldin"):
                 row[f"{metric}.{protocol}.{space}"] = scores[metric]
