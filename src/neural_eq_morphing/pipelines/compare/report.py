@@ -241,9 +241,8 @@ def findings(
         ]
         sentences.append(
             f"On {name} (Log 2: {summary.mean('log2', metric):.{digits}f}), the effect of each "
-            f"of Log 2's changes, as Log 2 minus the variant without it, paired by seed: "
-            + "; ".join(verdicts)
-            + "."
+            "of Log 2's changes, paired by seed (positive: Log 2 does better than the variant "
+            "without that change; ± one standard error): " + "; ".join(verdicts) + "."
         )
     if "log1_consistent_units" in configurations:
         fixed = summary.mean("log1_consistent_units", "valid_share.random_latents")
