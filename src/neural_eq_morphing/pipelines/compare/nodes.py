@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from neural_eq_morphing.eq.normalisers import build_normaliser
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES, PARAMETERS
 from neural_eq_morphing.models.progress import default_progress
 from neural_eq_morphing.models.training import TrainingConfig, train
 from neural_eq_morphing.pipelines.compare.report import build_blocks, to_html, to_markdown
-from neural_eq_morphing.pipelines.data_processing.nodes import normalise_splits
+from neural_eq_morphing.pipelines.data_processing.nodes import fit_normaliser, normalise_splits
 from neural_eq_morphing.pipelines.evaluation.nodes import (
     check_training_health,
     evaluate_clustering,
@@ -130,13 +129,7 @@ def run_configurations(
         config = _training_config(
             bases[spec["variant"]], spec.get("training") or {}, compare["epochs"]
         )
-        train_values = settings_filtered.loc[
-            settings_filtered["entry_id"].isin(
-                split_assignment.loc[split_assignment["split"] == "train", "entry_id"]
-            ),
-            PARAMS,
-        ].to_numpy(np.float64)
-        normaliser = build_normaliser(spec["normaliser"], train_values).to_dict()
+        normaliser = fit_normaliser(settings_filtered, split_assignment, spec["normaliser"])
         tables = normalise_splits(settings_filtered, split_assignment, normaliser)
         train_labels, val_labels = term_codes(tables[0], tables[1])
         zscore = normaliser if normaliser["kind"] == "zscore" else None

@@ -167,8 +167,9 @@ def validate_settings(
 
     values = frame[PARAMS].to_numpy(dtype=np.float64)
     tolerance = float(validation.get("limit_rel_tol", 0.0))
-    outside = out_of_range_mask(values, rel_tol=tolerance).any(axis=1) & ~unparsed & ~duplicate
-    mask = out_of_range_mask(values[outside], rel_tol=tolerance)
+    invalid = out_of_range_mask(values, rel_tol=tolerance)
+    outside = invalid.any(axis=1) & ~unparsed & ~duplicate
+    mask = invalid[outside]
     kind[outside] = "out of range"
     reason[outside] = _range_reasons(values[outside], mask)
 
