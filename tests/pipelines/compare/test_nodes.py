@@ -139,6 +139,7 @@ def test_renderers_escape_text_and_embed_figures():
 def test_nested_runs_are_created_under_the_active_run(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("nested_runs_test")  # not an experiment id left by an earlier store
     dataset = MlflowNestedRunsDataset(name_columns=["configuration", "seed"])
     table = pd.DataFrame(
         {"configuration": ["log2", "log2"], "seed": [1, 2], "score": [0.5, np.nan]}
