@@ -85,7 +85,8 @@ class ProvenanceTagsHook:
     @hook_impl
     def before_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
         """Tag variant and seed before a training node runs."""
-        variant = node.namespace
+        # Training nodes sit in ``<variant>.train``; the variant is the outer namespace.
+        variant = node.namespace.split(".")[0] if node.namespace else None
         config = inputs.get(f"params:{variant}.{TRAINING_PARAMS}") if variant else None
         if not isinstance(config, dict) or "seed" not in config:
             return

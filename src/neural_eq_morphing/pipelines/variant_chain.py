@@ -14,5 +14,6 @@ def create_variant_pipeline(variant: str) -> Pipeline:
         + training.create_pipeline()
         + evaluation.create_pipeline()
     )
-    shared = Pipeline([n for n in everything.nodes if n.namespace is None])
-    return shared + everything.only_nodes_with_namespaces([variant])
+    return data_processing.create_shared_pipeline() + everything.only_nodes_with_namespaces(
+        [variant]
+    )

@@ -19,8 +19,6 @@ def create_pipeline(**kwargs) -> Pipeline:
     Seeds are trained together inside ``run_configurations`` (one batched ensemble per
     configuration), so the graph stays five nodes long whatever the number of seeds.
     """
-    processing = data_processing.create_pipeline()
-    shared = Pipeline([n for n in processing.nodes if n.namespace is None])
     comparison = Pipeline(
         [
             node(
@@ -69,6 +67,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_report",
             ),
         ],
+        namespace="compare",
+        prefix_datasets_with_namespace=False,
         tags="compare",
     )
-    return shared + comparison
+    return data_processing.create_shared_pipeline() + comparison

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node
 
-from neural_eq_morphing.pipelines import VARIANTS
+from neural_eq_morphing.pipelines import VARIANTS, stage
 from neural_eq_morphing.pipelines.data_processing.nodes import (
     describe_raw_file,
     filter_terms,
@@ -36,9 +36,13 @@ def create_normalisation_pipeline() -> Pipeline:
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
-    """Create the ``data_processing`` pipeline with one normalisation namespace per variant."""
-    shared = Pipeline(
+def create_shared_pipeline() -> Pipeline:
+    """Fetch → ingest → validate → filter → split: the nodes every variant shares.
+
+    They sit in the ``data_processing`` namespace (one box in kedro-viz) without prefixing
+    their datasets, which keep their catalog names (``settings_filtered``, …).
+    """
+    return Pipeline(
         [
             node(
                 describe_raw_file,
@@ -71,9 +75,19 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="split_by_contributor",
             ),
         ],
+        namespace="data_processing",
+        prefix_datasets_with_namespace=False,
         tags="data_processing",
     )
-    template = create_normalisation_pipeline()
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Create the ``data_processing`` pipeline with one normalisation namespace per variant.
+
+    A variant's normalisation nodes live in ``<variant>.normalise``; their datasets carry
+    the variant's prefix only (``log2.normaliser``, ``log2.model_input_train``, …).
+    """
+    template = stage(create_normalisation_pipeline(), "normalise")
     variants = [
         Pipeline(
             template,
@@ -84,4 +98,4 @@ def create_pipeline(**kwargs) -> Pipeline:
         )
         for variant in VARIANTS
     ]
-    return shared + sum(variants, Pipeline([]))
+    return create_shared_pipeline() + sum(variants, Pipeline([]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node
 
-from neural_eq_morphing.pipelines import VARIANTS
+from neural_eq_morphing.pipelines import VARIANTS, stage
 from neural_eq_morphing.pipelines.evaluation.nodes import (
     check_training_health,
     evaluate_clustering,
@@ -130,7 +130,7 @@ def create_evaluation_pipeline() -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the ``evaluation`` pipeline: one namespaced copy of the template per variant."""
-    template = create_evaluation_pipeline()
+    template = stage(create_evaluation_pipeline(), "evaluate")
     return sum(
         (
             Pipeline(

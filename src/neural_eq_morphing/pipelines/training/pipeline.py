@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node
 
-from neural_eq_morphing.pipelines import VARIANTS
+from neural_eq_morphing.pipelines import VARIANTS, stage
 from neural_eq_morphing.pipelines.training.nodes import (
     embed_settings,
     history_to_metrics,
@@ -45,7 +45,7 @@ def create_training_pipeline() -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Create the ``training`` pipeline: one namespaced copy of the template per variant."""
-    template = create_training_pipeline()
+    template = stage(create_training_pipeline(), "train")
     return sum(
         (Pipeline(template, namespace=variant, tags="training") for variant in VARIANTS),
         Pipeline([]),

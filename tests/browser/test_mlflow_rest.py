@@ -1,0 +1,110 @@
+"""The runs, metrics, artifacts and models are in MLflow, read through its REST API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import MlflowRest, TrackedRuns
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration]
+
+PLOTS = {"term_curves.png", "morph.png", "latent_map.png", "training_curves.png"}
+#: Configurations of the comparison (parameters_compare.yml).
+CONFIGURATIONS = 6
+
+
+def list_artifacts(rest: MlflowRest, run: dict, path: str = "") -> set[str]:
+    """Paths of the artifacts directly under ``path`` of ``run``."""
+    listing = rest.get("/api/2.0/mlflow/artifacts/list", run_id=run["info"]["run_id"], path=path)
+    return {item["path"] for item in listing.get("files", [])}
+
+
+def newest_version(folder: Path) -> Path:
+    """The newest file of a versioned catalog dataset, ``<folder>/<version>/<name>``."""
+    versions = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert versions, f"no versions under {folder}"
+    return versions[-1] / folder.name
+
+
+def test_experiment_opens_in_the_model_training_view(rest: MlflowRest):
+    tags = {tag["key"]: tag["value"] for tag in rest.experiment().get("tags", [])}
+    assert tags.get("mlflow.experimentKind") == "custom_model_development"
+
+
+def test_default_run_is_named_by_variant_and_seed_and_tagged(tracked: TrackedRuns):
+    run = tracked.default_run
+    assert run["info"]["status"] == "FINISHED"
+    assert run["info"]["run_name"] == f"log2 seed {run['tags']['seed']}"
+    assert run["tags"]["seed"] == "42"
+    assert len(run["tags"]["safe_db_sha256"]) == 64
+    assert run["tags"]["git_commit"]
+
+
+def test_default_run_has_the_whole_metric_history(rest: MlflowRest, tracked: TrackedRuns):
+    run_id = tracked.default_run["info"]["run_id"]
+    epochs = int(tracked.param(tracked.default_run, "log2.training.epochs"))
+    for key in ("log2.train_loss", "log2.val_loss", "log2.learning_rate"):
+        history = rest.get("/api/2.0/mlflow/metrics/get-history", run_id=run_id, metric_key=key)
+        steps = sorted(point["step"] for point in history["metrics"])
+        assert steps == list(range(1, epochs + 1)), key  # step = epoch, from 1
+    latest = {m["key"]: m["value"] for m in tracked.default_run["data"]["metrics"]}
+    assert latest["log2.eval.range_validity.random_latents.valid_share"] == 1.0
+
+
+def test_default_run_has_plots_metrics_and_normaliser(rest: MlflowRest, tracked: TrackedRuns):
+    run = tracked.default_run
+    assert {f"log2/plots/{name}" for name in PLOTS} <= list_artifacts(rest, run, "log2/plots")
+    assert {
+        "log2/evaluation_metrics.json",
+        "log2/generated_presets.csv",
+        "log2/morph_table.csv",
+        "log2/normaliser.json",
+    } <= list_artifacts(rest, run, "log2")
+    png = rest.raw(
+        "/get-artifact", path="log2/plots/term_curves.png", run_uuid=run["info"]["run_id"]
+    )
+    assert png.startswith(b"\x89PNG")
+
+
+def test_default_run_logged_the_model(rest: MlflowRest, tracked: TrackedRuns):
+    models = rest.post(
+        "/api/2.0/mlflow/logged-models/search",
+        {"experiment_ids": [tracked.experiment["experiment_id"]], "max_results": 100},
+    )["models"]
+    run_id = tracked.default_run["info"]["run_id"]
+    ours = [m["info"] for m in models if m["info"]["source_run_id"] == run_id]
+    assert [m["name"] for m in ours] == ["log2_model"]
+    assert ours[0]["status"] == "LOGGED_MODEL_READY"
+
+
+def test_compare_parent_run_holds_summary_and_report(
+    rest: MlflowRest, tracked: TrackedRuns, finished_project: Path
+):
+    run = tracked.compare_run
+    assert run["info"]["status"] == "FINISHED"
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    for config in ("log1", "log2"):
+        assert f"compare.{config}.silhouette.held_out.latent.mean" in metrics
+    assert metrics["compare.log2.valid_share.random_latents.mean"] == 1.0
+    assert {"compare/report.html", "compare/report.md", "compare/summary.csv"} <= list_artifacts(
+        rest, run, "compare"
+    )
+    # The report in MLflow is the one the catalog wrote last.
+    logged = rest.raw("/get-artifact", path="compare/report.md", run_uuid=run["info"]["run_id"])
+    on_disk = newest_version(finished_project / "data/08_reporting/compare/report.md")
+    assert logged.decode() == on_disk.read_text()
+
+
+def test_compare_has_one_nested_run_per_configuration_and_seed(tracked: TrackedRuns):
+    names = sorted(run["info"]["run_name"] for run in tracked.children)
+    seeds = int(tracked.param(tracked.compare_run, "compare.n_seeds"))
+    assert len(names) == CONFIGURATIONS * seeds
+    assert len(set(names)) == len(names)
+    for variant in ("log1", "log2"):
+        child = tracked.child(f"{variant} seed 42")
+        assert child["info"]["status"] == "FINISHED"
+        assert child["tags"]["configuration"] == variant
+        metric_keys = {m["key"] for m in child["data"]["metrics"]}
+        assert {"silhouette.held_out.latent", "reconstruction_rms_db.mean"} <= metric_keys
