@@ -38,6 +38,22 @@ def git_commit(project_path: Path) -> str:
     return f"{commit}-dirty" if changes else commit
 
 
+def forget_previous_session_run() -> None:
+    """Clear the run id kedro-mlflow's (process-wide) hook kept from an earlier session.
+
+    kedro-mlflow 2.0 sets that id when a tracked pipeline starts and never clears it, so a
+    later session in the same process (a notebook, the tests) whose pipeline has tracking
+    disabled (``publish_results``) reopens the old run, from a store it may no longer be
+    using. A tracked pipeline sets a fresh id in ``before_pipeline_run`` anyway.
+    """
+    try:
+        from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - kedro-mlflow is a dependency
+        return
+    if hasattr(mlflow_hook, "run_id"):
+        mlflow_hook.run_id = None
+
+
 class ProvenanceTagsHook:
     """Tag the active MLflow run with the git commit, SAFE-DB checksum, variants and seeds.
 
@@ -56,6 +72,7 @@ class ProvenanceTagsHook:
         """Read the project's git commit once and reset per-run state."""
         self._commit = git_commit(Path(context.project_path))
         self._variants = {}
+        forget_previous_session_run()
 
     @staticmethod
     def _set_tags(tags: dict[str, Any]) -> None:
