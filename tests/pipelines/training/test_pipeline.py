@@ -56,11 +56,19 @@ def test_both_variants_are_tracked_in_one_run(trained):
     assert log1["train_reconstruction"].iloc[-1] > 100 * log2["train_reconstruction"].iloc[-1]
 
 
+@pytest.fixture
+def short_run_store(trained):
+    """Point MLflow at the short run's store: other tests' sessions may have moved it."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(trained[1].tracking_uri)
+    yield
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.mark.usefixtures("short_run_store")
 def test_logged_log2_model_reproduces_the_catalog_embeddings(trained):
-    catalog, _, experiment, runs = trained
-    models = mlflow.search_logged_models(
-        experiment_ids=[experiment.experiment_id], output_format="list"
-    )
+    catalog, client, experiment, runs = trained
+    models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     by_name = {model.name: model for model in models}
     assert {"log1_model", "log2_model"} <= set(by_name)
     assert by_name["log2_model"].source_run_id == runs[0].info.run_id
