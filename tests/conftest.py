@@ -15,6 +15,7 @@ from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
+from neural_eq_morphing.pipelines import VARIANTS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAFE_DB_NAME = "SAFEEqualiserUserData.csv"
@@ -156,7 +157,7 @@ def short_run(tmp_path_factory: pytest.TempPathFactory):
     """
     with pytest.MonkeyPatch.context() as monkeypatch:
         project = make_real_project(tmp_path_factory.mktemp("short_run"), monkeypatch)
-        params = {variant: {"training": {"epochs": SHORT_EPOCHS}} for variant in ("log1", "log2")}
+        params = {variant: {"training": {"epochs": SHORT_EPOCHS}} for variant in VARIANTS}
         with KedroSession.create(project_path=project, runtime_params=params) as session:
             session.run(pipeline_names=["data_processing", "training", "evaluation"])
             context = session.load_context()

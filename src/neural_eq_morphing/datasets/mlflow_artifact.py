@@ -9,7 +9,8 @@ hands it to the inner dataset, so the local copy is versioned like every other d
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import tempfile
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import mlflow
@@ -18,6 +19,7 @@ from kedro.io.core import (
     AbstractVersionedDataset,
     DatasetError,
     Version,
+    get_filepath_str,
     parse_dataset_definition,
 )
 
@@ -86,7 +88,20 @@ class MlflowVersionedArtifactDataset(AbstractDataset[Any, Any]):
         """Save through the inner dataset, then log the file to the active MLflow run."""
         self._dataset.save(data)
         if mlflow.active_run() is not None:
-            mlflow.log_artifact(self._saved_path(), artifact_path=self._artifact_path)
+            self._log_saved_file()
+
+    def _log_saved_file(self) -> None:
+        path = self._saved_path()
+        protocol = getattr(self._dataset, "_protocol", "file")
+        filesystem = getattr(self._dataset, "_fs", None)
+        if protocol in ("file", "local") or filesystem is None:
+            mlflow.log_artifact(path, artifact_path=self._artifact_path)
+            return
+        # On object storage (s3://, gcs://, memory://, …): MLflow logs local files only.
+        with tempfile.TemporaryDirectory() as folder:
+            local = Path(folder) / PurePosixPath(path).name
+            filesystem.get(get_filepath_str(PurePosixPath(path), protocol), str(local))
+            mlflow.log_artifact(str(local), artifact_path=self._artifact_path)
 
     def _exists(self) -> bool:
         return self._dataset.exists()

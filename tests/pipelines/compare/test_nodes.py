@@ -6,6 +6,7 @@ import pytest
 from neural_eq_morphing.datasets.mlflow_runs import MlflowNestedRunsDataset
 from neural_eq_morphing.pipelines.compare.nodes import (
     compare_seeds,
+    run_configurations,
     summarise_comparison,
     summary_metrics,
 )
@@ -158,3 +159,14 @@ def test_nested_runs_are_created_under_the_active_run(tmp_path, monkeypatch):
     assert first.data.metrics == {"score": 0.5}
     assert first.data.tags["configuration"] == "log2"
     assert client.get_run(runs["run_id"][1]).data.metrics == {}  # NaN is not logged
+
+
+def test_a_configuration_of_an_unknown_variant_is_named_in_the_error():
+    compare = {
+        "n_seeds": 1,
+        "first_seed": 1,
+        "epochs": 1,
+        "configurations": {"ok": {"variant": "log2"}, "mine": {"variant": "log3"}},
+    }
+    with pytest.raises(ValueError, match=r"\{'mine': 'log3'\}.*expected one of \['log1', 'log2'\]"):
+        run_configurations(pd.DataFrame(), pd.DataFrame(), {}, {}, {}, compare)

@@ -123,6 +123,17 @@ def run_configurations(
     """
     seeds = compare_seeds(compare)
     bases = {"log1": log1_training, "log2": log2_training}
+    unknown = {
+        name: spec.get("variant")
+        for name, spec in compare["configurations"].items()
+        if spec.get("variant") not in bases
+    }
+    if unknown:
+        raise ValueError(
+            f"compare.configurations {unknown} name a variant the comparison has no "
+            f"training block for; expected one of {sorted(bases)} (a configuration starts "
+            "from log1.training or log2.training and changes it with its 'training' overrides)"
+        )
     rows, histories, examples = [], [], {}
     for name, spec in compare["configurations"].items():
         started = time.perf_counter()
