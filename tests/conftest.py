@@ -21,6 +21,16 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAFE_DB_NAME = "SAFEEqualiserUserData.csv"
 SAFE_DB_SHA256 = "cc43858680115070ffdfa41a1158fca1344db2e0096ba73fe68990e90a284af1"
 SHORT_EPOCHS = 3
+#: The catalog's kedro-viz layers, in the order kedro-viz stacks them (raw at the top).
+KEDRO_VIZ_LAYERS = (
+    "raw",
+    "intermediate",
+    "primary",
+    "model_input",
+    "models",
+    "model_output",
+    "reporting",
+)
 
 
 def find_real_safe_db() -> Path | None:

@@ -45,14 +45,13 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from tests.conftest import PROJECT_ROOT, make_real_project
+from tests.conftest import PROJECT_ROOT, SHORT_EPOCHS, make_real_project
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 EXPERIMENT = "neural_eq_morphing"
-#: The short run's settings when the suite makes its own project.
-SHORT_LOG2_EPOCHS = 5
-SHORT_COMPARE = {"n_seeds": 2, "epochs": 5}
+#: The short comparison when the suite makes its own project (Log 2 gets SHORT_EPOCHS).
+SHORT_COMPARE = {"n_seeds": 2, "epochs": SHORT_EPOCHS}
 SERVER_START_TIMEOUT_S = 120
 PAGE_TIMEOUT_S = 60
 
@@ -96,6 +95,13 @@ def run_command(args: list[str], cwd: Path, log: Path) -> None:
         pytest.fail(f"`{' '.join(args)}` failed with exit code {result.returncode}:\n{tail}")
 
 
+def newest_version(folder: Path) -> Path:
+    """The newest file of a versioned catalog dataset, ``<folder>/<version>/<name>``."""
+    versions = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert versions, f"no versions under {folder}"
+    return versions[-1] / folder.name
+
+
 @pytest.fixture(scope="session")
 def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The project whose outputs the browser suite checks (see the module docstring)."""
@@ -119,7 +125,7 @@ def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         path = make_real_project(tmp_path_factory.mktemp("browser"), monkeypatch)
         compare = ",".join(f"compare.{key}={value}" for key, value in SHORT_COMPARE.items())
         for args, log in [
-            (["kedro", "run", "--params", f"log2.training.epochs={SHORT_LOG2_EPOCHS}"], "run"),
+            (["kedro", "run", "--params", f"log2.training.epochs={SHORT_EPOCHS}"], "run"),
             (["kedro", "run", "--pipelines", "compare", "--params", compare], "compare"),
             (["kedro", "viz", "build"], "viz_build"),
         ]:
@@ -228,9 +234,7 @@ class MlflowRest:
 
     def get(self, endpoint: str, /, **query: str) -> dict[str, Any]:
         """GET ``endpoint`` with ``query``; the decoded JSON body."""
-        url = f"{self.base}{endpoint}?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return json.load(response)
+        return json.loads(self.raw(endpoint, **query))
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` as JSON to ``path``; the decoded JSON body."""

@@ -10,13 +10,11 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import PAGE_TIMEOUT_S, wait_for_text
-from tests.browser.test_mlflow_rest import newest_version
+from tests.browser.conftest import PAGE_TIMEOUT_S, newest_version, wait_for_text
+from tests.conftest import KEDRO_VIZ_LAYERS
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-#: The story, in the order kedro-viz stacks the layers.
-LAYERS = ["raw", "intermediate", "primary", "model_input", "models", "model_output", "reporting"]
 #: The default pipeline's modular pipelines: shared processing, then Log 2's stages.
 MODULAR = {"data_processing", "log2", "log2.normalise", "log2.train", "log2.evaluate"}
 
@@ -54,7 +52,7 @@ def dismiss_popups(browser) -> None:
 def test_viz_api_every_dataset_has_a_layer(kedro_viz: str):
     with urllib.request.urlopen(f"{kedro_viz}/api/main", timeout=30) as response:
         graph = json.load(response)
-    assert graph["layers"] == LAYERS
+    assert graph["layers"] == list(KEDRO_VIZ_LAYERS)
     data = [node for node in graph["nodes"] if node["type"] == "data"]
     assert data
     assert [node["name"] for node in data if not node.get("layer")] == []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import MlflowRest, TrackedRuns
+from tests.browser.conftest import MlflowRest, TrackedRuns, newest_version
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -19,13 +19,6 @@ def list_artifacts(rest: MlflowRest, run: dict, path: str = "") -> set[str]:
     """Paths of the artifacts directly under ``path`` of ``run``."""
     listing = rest.get("/api/2.0/mlflow/artifacts/list", run_id=run["info"]["run_id"], path=path)
     return {item["path"] for item in listing.get("files", [])}
-
-
-def newest_version(folder: Path) -> Path:
-    """The newest file of a versioned catalog dataset, ``<folder>/<version>/<name>``."""
-    versions = sorted(p for p in folder.iterdir() if p.is_dir())
-    assert versions, f"no versions under {folder}"
-    return versions[-1] / folder.name
 
 
 def test_experiment_opens_in_the_model_training_view(rest: MlflowRest):

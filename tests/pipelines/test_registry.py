@@ -8,8 +8,7 @@ import pytest
 from kedro.framework.project import pipelines
 from kedro.framework.session import KedroSession
 
-#: kedro-viz draws layers top to bottom in this order.
-LAYERS = {"raw", "intermediate", "primary", "model_input", "models", "model_output", "reporting"}
+from tests.conftest import KEDRO_VIZ_LAYERS
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def test_every_dataset_of_every_pipeline_has_a_layer(catalog):
         dataset = catalog.get(name)
         assert dataset is not None, f"{name} is not declared in the catalog"
         layers[name] = ((dataset.metadata or {}).get("kedro-viz") or {}).get("layer")
-    assert {name for name, layer in layers.items() if layer not in LAYERS} == set()
+    assert {name for name, layer in layers.items() if layer not in KEDRO_VIZ_LAYERS} == set()
 
 
 def test_default_pipeline_namespaces_follow_ingest_to_report(kedro_project):
