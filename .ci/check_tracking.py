@@ -1,10 +1,10 @@
 """Check what a finished ``kedro run`` left in the project's MLflow store.
 
-Used by CI after the README's run commands: the newest run of a variant must hold the
+Used by CI after the README's run commands: the newest run of a design must hold the
 full metric histories, the logged model, the normaliser, the plots and the provenance
 tags, and the logged model must reproduce the catalog's latent embeddings.
 
-    python .ci/check_tracking.py --epochs 150 --variant log2
+    python .ci/check_tracking.py --epochs 150 --design log2
 """
 
 from __future__ import annotations
@@ -34,36 +34,36 @@ def _latest(pattern: str) -> Path:
 def main() -> None:
     """Run the checks; exit non-zero with a message on the first failure."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="log2")
+    parser.add_argument("--design", default="log2")
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     args = parser.parse_args()
-    variant = args.variant
+    design = args.design
 
     mlflow.set_tracking_uri(args.tracking_uri)
     client = MlflowClient()
     experiment = client.get_experiment_by_name("neural_eq_morphing")
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.variant = '{variant}'",
+        filter_string=f"tags.design = '{design}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if not runs:
-        sys.exit(f"no MLflow run tagged variant={variant}")
+        sys.exit(f"no MLflow run tagged design={design}")
     run = runs[0]
     problems = []
     for tag in ("seed", "git_commit", "safe_db_sha256"):
         if not run.data.tags.get(tag):
             problems.append(f"tag {tag} missing")
     for metric in ("train_loss", "val_loss", "contrastive_weight", "learning_rate"):
-        steps = len(client.get_metric_history(run.info.run_id, f"{variant}.{metric}"))
+        steps = len(client.get_metric_history(run.info.run_id, f"{design}.{metric}"))
         if steps != args.epochs:
-            problems.append(f"{variant}.{metric} has {steps} steps, expected {args.epochs}")
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, f"{variant}/plots")}
-    artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, variant)}
-    expected = {f"{variant}/normaliser.json", f"{variant}/evaluation_metrics.json"}
-    expected |= {f"{variant}/plots/{plot}.png" for plot in PLOTS}
+            problems.append(f"{design}.{metric} has {steps} steps, expected {args.epochs}")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, f"{design}/plots")}
+    artifacts |= {a.path for a in client.list_artifacts(run.info.run_id, design)}
+    expected = {f"{design}/decoder_normaliser.json", f"{design}/evaluation_metrics.json"}
+    expected |= {f"{design}/plots/{plot}.png" for plot in PLOTS}
     problems += [f"artifact {path} missing" for path in sorted(expected - artifacts)]
 
     models = mlflow.search_logged_models(
@@ -71,16 +71,16 @@ def main() -> None:
         filter_string=f"source_run_id = '{run.info.run_id}'",
         output_format="list",
     )
-    logged = [m for m in models if m.name == f"{variant}_model"]
+    logged = [m for m in models if m.name == f"{design}_model"]
     if not logged:
-        problems.append(f"no logged model {variant}_model")
+        problems.append(f"no logged model {design}_model")
     else:
         model = mlflow.pytorch.load_model(logged[0].model_uri).eval()
         embeddings = pd.read_parquet(
-            _latest(f"07_model_output/{variant}/latent_embeddings.parquet/*/*")
+            _latest(f"07_model_output/{design}/latent_embeddings.parquet/*/*")
         )
         tables = [
-            pd.read_parquet(_latest(f"05_model_input/{variant}/{split}.parquet/*/*"))
+            pd.read_parquet(_latest(f"05_model_input/{design}/{split}.parquet/*/*"))
             for split in ("train", "validation", "test")
         ]
         features = np.concatenate([t[list(PARAMETER_NAMES)].to_numpy(np.float32) for t in tables])
@@ -90,10 +90,10 @@ def main() -> None:
         if error > 1e-6:
             problems.append(f"logged model's latents differ from the catalog's by {error:.2e}")
     if problems:
-        sys.exit(f"{variant} run {run.info.run_id}: " + "; ".join(problems))
+        sys.exit(f"{design} run {run.info.run_id}: " + "; ".join(problems))
     print(
-        f"{variant} run {run.info.run_id} ({run.info.run_name}): {args.epochs}-step histories, "
-        f"model, normaliser, plots and tags present; logged model reproduces the embeddings"
+        f"{design} run {run.info.run_id} ({run.info.run_name}): {args.epochs}-step histories, "
+        f"model, decoder normaliser, plots and tags present; logged model reproduces the embeddings"
     )
 
 

@@ -1,4 +1,4 @@
-"""Wall time and peak memory of whole ``kedro run`` commands (DESIGN.md section 9).
+"""Wall time and peak memory of whole ``kedro run`` commands (docs/design.md section 9).
 
 Runs each command in a fresh process from the project root, the way a user would, and
 prints the wall time (start-up included) and the peak RSS of the process tree.

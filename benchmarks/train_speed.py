@@ -1,48 +1,64 @@
-"""Training speed of the semantic EQ models on the SAFE-DB rows (DESIGN.md section 9).
+"""Training speed of the semantic EQ models on the SAFE-DB rows (docs/design.md section 9).
 
 Runs without Kedro: builds the 1,283 filtered rows itself from the raw SAFE-DB file
 (``../shared/safe-db/`` or ``data/01_raw/``; synthetic rows of the same size when neither
-exists), normalises them with the project's normalisers, and uses all rows as both the
-training and the validation set. Only fields 1 (descriptor) and 5-17 (parameters) of the
-file are read; field 2 (an IP address) is never touched.
+exists), normalises them as the design says, and uses all rows as both the training and
+the validation set. Only fields 1 (descriptor) and 5-17 (parameters) of the file are
+read; field 2 (an IP address) is never touched. Every hyper-parameter comes from the
+design's ``training`` block in ``conf/base/parameters_designs.yml`` (``--epochs`` may
+shorten the run).
 
-Cases (each runs in a fresh subprocess, so its peak RSS and timings are its own):
+Cases (each runs in a fresh subprocess, so its peak RSS, timings and process-wide
+settings are its own; with ``--repeat`` the cases are interleaved, ABCABC…):
 
-* ``log2``: one Log 2 model, 150 epochs, batch 64;
-* ``log1``: one Log 1 model, 100 epochs, batch 32;
-* ``ensemble``: a Log 2 ensemble (``--seeds``, default 5) trained together;
-* ``ensemble-log1``: the same for Log 1;
-* ``eager``: a plain eager ``nn.Module`` + autograd + ``torch.optim.Adam`` loop for Log 2
-  (the reference implementation style), over ``--eager-epochs`` epochs;
-* ``compiled``: that eager step under ``torch.compile``, with its compile time.
+* ``eager``: the reference, a plain ``nn.Module`` + autograd + ``torch.optim.Adam`` loop
+  on one Log 2 model, over ``--eager-epochs`` epochs;
+* ``log2``: one Log 2 model through :func:`~neural_eq_morphing.models.train` (the
+  hand-written batched implementation);
+* ``ensemble``: a Log 2 ensemble (``--seeds``, default 5) through ``train``;
+* ``func``: the conventional batched ensemble, ``torch.func.stack_module_state`` +
+  ``functional_call`` + ``vmap(grad(...))`` over :class:`SemanticEQModel` members with
+  ``torch.optim.Adam`` over the stacked parameters, for the same Log 2 ensemble, over
+  ``--eager-epochs`` epochs;
+* ``log1`` / ``ensemble-log1``: the hand-written cases for Log 1;
+* ``compiled``: the eager step under ``torch.compile``, with its compile time.
+
+The figure is the median epoch (training and validation) per model, in ms per
+model-epoch, with its ratio against ``eager`` when that case ran.
 
 Usage::
 
-    .venv/bin/python benchmarks/train_speed.py
-    .venv/bin/python benchmarks/train_speed.py --cases ensemble --workers 1 --repeat 3
-    .venv/bin/python benchmarks/train_speed.py --cases eager compiled
+    .venv/bin/python benchmarks/train_speed.py                       # eager log2 ensemble func
+    .venv/bin/python benchmarks/train_speed.py --repeat 3
+    .venv/bin/python benchmarks/train_speed.py --cases ensemble --workers 1 --threads 2
+    .venv/bin/python benchmarks/train_speed.py --cases log2 ensemble --keep-freed-memory
     .venv/bin/python benchmarks/train_speed.py --profile
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
+import ctypes
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from torch.func import functional_call, grad, stack_module_state, vmap
 from torch.profiler import ProfilerActivity
 from torch.profiler import profile as torch_profile
 
-from neural_eq_morphing.eq.normalisers import MinMaxNormaliser, ZScoreNormaliser
+from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, build_normaliser
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
 from neural_eq_morphing.models import (
     SemanticEQModel,
@@ -53,14 +69,17 @@ from neural_eq_morphing.models import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DESIGNS_FILE = PROJECT_ROOT / "conf" / "base" / "parameters_designs.yml"
 SAFE_DB_NAME = "SAFEEqualiserUserData.csv"
 CANDIDATES = (
     PROJECT_ROOT.parent / "shared" / "safe-db" / SAFE_DB_NAME,
     PROJECT_ROOT / "data" / "01_raw" / SAFE_DB_NAME,
 )
 MIN_EXAMPLES = 5
-CASES = ("log2", "log1", "ensemble", "ensemble-log1", "eager", "compiled")
-DEFAULT_CASES = ("log2", "log1", "ensemble")
+CASES = ("eager", "log2", "ensemble", "func", "log1", "ensemble-log1", "compiled")
+DEFAULT_CASES = ("eager", "log2", "ensemble", "func")
+#: The design each case trains.
+DESIGN_OF_CASE = {"log1": "log1", "ensemble-log1": "log1"}
 
 
 def load_rows(path: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -105,13 +124,47 @@ def find_file(explicit: str | None) -> Path | None:
     return next((p for p in CANDIDATES if p.is_file()), None)
 
 
-def prepare(variant: str, path: Path | None) -> tuple[np.ndarray, np.ndarray, Any, Any, str]:
-    """Normalised features, labels, z-score mean/std (Log 1) and a source note."""
+def design(name: str) -> dict[str, Any]:
+    """One design's block of ``conf/base/parameters_designs.yml``."""
+    return yaml.safe_load(DESIGNS_FILE.read_text(encoding="utf-8"))["designs"][name]
+
+
+def design_config(name: str, **overrides: Any) -> TrainingConfig:
+    """The design's training configuration (its block less ``seed``), with overrides."""
+    values = dict(design(name)["training"])
+    values.pop("seed", None)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return TrainingConfig.from_dict(values)
+
+
+def prepare(name: str, path: Path | None) -> tuple[np.ndarray, np.ndarray, Any, Any, str]:
+    """Normalised features, labels, z-score mean/std (if the design's is one), a note."""
     values, labels, note = load_rows(path)
-    if variant == "log2":
-        return MinMaxNormaliser.from_plugin_limits().transform(values), labels, None, None, note
-    normaliser = ZScoreNormaliser.fit(values)
-    return normaliser.transform(values), labels, normaliser.mean, normaliser.std, note
+    normaliser = build_normaliser(design(name)["feature_normaliser"], values)
+    if isinstance(normaliser, ZScoreNormaliser):
+        return normaliser.transform(values), labels, normaliser.mean, normaliser.std, note
+    return normaliser.transform(values), labels, None, None, note
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap (32 MiB) and trim (512 MiB) thresholds for this process.
+
+    With glibc's defaults, large freed blocks go back to the OS and the next step
+    page-faults them in again. Returns whether the settings took effect.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return (
+        mallopt(m_mmap_threshold, 32 * 1024 * 1024) == 1
+        and mallopt(m_trim_threshold, 512 * 1024 * 1024) == 1
+    )
 
 
 def peak_rss_mb() -> float:
@@ -123,18 +176,18 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one case in this process and return its figures."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    variant = "log1" if case in ("log1", "ensemble-log1") else "log2"
-    features, labels, mean, std, note = prepare(variant, find_file(args.data))
-    overrides: dict[str, Any] = {"workers": args.workers}
-    if args.epochs:
-        overrides["epochs"] = args.epochs
-    config = TrainingConfig.for_variant(variant, **overrides)
-    seeds = list(range(args.seeds)) if case.startswith("ensemble") else [0]
+    malloc_tuned = keep_freed_memory() if args.keep_freed_memory else False
+    name = DESIGN_OF_CASE.get(case, "log2")
+    features, labels, mean, std, note = prepare(name, find_file(args.data))
+    config = design_config(name, epochs=args.epochs, workers=args.workers)
+    seeds = list(range(args.seeds)) if case in ("ensemble", "ensemble-log1", "func") else [0]
     result: dict[str, Any] = {
         "case": case,
+        "design": name,
         "rows": len(labels),
         "data": note,
         "threads": torch.get_num_threads(),
+        "malloc_tuned": malloc_tuned,
     }
     if case in ("eager", "compiled"):
         result.update(
@@ -142,6 +195,8 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
                 config, features, labels, compiled=case == "compiled", epochs=args.eager_epochs
             )
         )
+    elif case == "func":
+        result.update(func_loop(config, features, labels, seeds, epochs=args.eager_epochs))
     else:
         started = time.perf_counter()
         run = train(
@@ -160,9 +215,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
             members=len(seeds),
             epochs=config.epochs,
             batch_size=config.batch_size,
-            ms_per_epoch=run.timing.ms_per_epoch,
-            ms_per_model_epoch=run.timing.ms_per_model_epoch,
             median_ms_per_epoch=run.timing.median_ms_per_epoch,
+            ms_per_model_epoch=run.timing.median_ms_per_epoch / len(seeds),
+            mean_ms_per_epoch=run.timing.ms_per_epoch,
             slowest_epoch_ms=1000.0 * max(run.timing.epoch_s),
             train_s=run.timing.train_s,
             total_s=total,
@@ -172,20 +227,35 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _steady_median_ms(times: list[float]) -> float:
+    """Median epoch in ms, leaving out the first two (warm-up) when there are enough."""
+    steady = times[2:] if len(times) > 3 else times
+    return 1000.0 * float(np.median(steady))
+
+
 def eager_loop(
     config: TrainingConfig, features: np.ndarray, labels: np.ndarray, *, compiled: bool, epochs: int
 ) -> dict[str, Any]:
-    """Plain eager nn.Module training (autograd + torch.optim.Adam) for comparison."""
-    torch.manual_seed(0)
-    model = SemanticEQModel(config.variant).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    """Plain eager nn.Module training (autograd + torch.optim.Adam) of one model."""
+    model = SemanticEQModel(
+        config.decoder_head,
+        hidden_dims=config.hidden_dims,
+        latent_dim=config.latent_dim,
+        projection_dim=config.projection_dim,
+        dropout=config.dropout,
+        seed=0,
+    ).train()
+    optimiser = torch.optim.Adam(
+        model.parameters(), lr=config.learning_rate, betas=config.betas, eps=config.eps
+    )
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(labels)
     weight = config.contrastive_weight_start
+    head = config.decoder_head
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         _, projection, output = model(xb)
-        loss = reconstruction_loss(output, xb, config.variant)
+        loss = reconstruction_loss(output, xb, head)
         loss = loss + weight * supervised_contrastive_loss(projection, yb, config.temperature)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -194,11 +264,12 @@ def eager_loop(
 
     if compiled:
         step = torch.compile(step)
+    generator = torch.Generator().manual_seed(0)
     n, bs = len(x), config.batch_size
     times = []
     for _ in range(epochs):
         started = time.perf_counter()
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, generator=generator)
         for start in range(0, n, bs):
             idx = perm[start : start + bs]
             step(x[idx], y[idx])
@@ -206,17 +277,95 @@ def eager_loop(
         with torch.no_grad():
             for start in range(0, n, bs):
                 _, projection, output = model(x[start : start + bs])
-                reconstruction_loss(output, x[start : start + bs], config.variant)
+                reconstruction_loss(output, x[start : start + bs], head)
                 supervised_contrastive_loss(projection, y[start : start + bs], config.temperature)
         model.train()
         times.append(time.perf_counter() - started)
-    steady = times[2:] if len(times) > 3 else times
     return {
         "members": 1,
         "epochs": epochs,
         "batch_size": bs,
-        "ms_per_epoch": 1000.0 * float(np.median(steady)),
-        "ms_per_model_epoch": 1000.0 * float(np.median(steady)),
+        "median_ms_per_epoch": _steady_median_ms(times),
+        "ms_per_model_epoch": _steady_median_ms(times),
+        "first_epoch_s": times[0],
+    }
+
+
+def func_loop(
+    config: TrainingConfig,
+    features: np.ndarray,
+    labels: np.ndarray,
+    seeds: list[int],
+    *,
+    epochs: int,
+) -> dict[str, Any]:
+    """The conventional batched ensemble: torch.func over stacked SemanticEQModel members.
+
+    ``stack_module_state`` stacks the members' parameters (``(M, ...)`` leaves),
+    ``vmap(grad(loss))`` of a ``functional_call`` on a stateless copy gives every
+    member's gradient on its own batch (``randomness="different"``: each member its own
+    dropout masks), and one ``torch.optim.Adam`` steps the stacked parameters.
+    """
+    members = [
+        SemanticEQModel(
+            config.decoder_head,
+            hidden_dims=config.hidden_dims,
+            latent_dim=config.latent_dim,
+            projection_dim=config.projection_dim,
+            dropout=config.dropout,
+            seed=seed,
+        )
+        for seed in seeds
+    ]
+    params, buffers = stack_module_state(members)
+    base = copy.deepcopy(members[0]).to("meta")
+    optimiser = torch.optim.Adam(
+        list(params.values()),
+        lr=config.learning_rate,
+        betas=config.betas,
+        eps=config.eps,
+        fused=config.fused_adam or None,
+    )
+    head, temperature = config.decoder_head, config.temperature
+    weight = config.contrastive_weight_start
+
+    def losses(p, b, xb, yb):
+        _, projection, output = functional_call(base, (p, b), (xb,))
+        recon = reconstruction_loss(output, xb, head)
+        return recon, supervised_contrastive_loss(projection, yb, temperature)
+
+    def total(p, b, xb, yb):
+        recon, contrastive = losses(p, b, xb, yb)
+        return recon + weight * contrastive
+
+    gradients = vmap(grad(total), in_dims=(0, 0, 0, 0), randomness="different")
+    validation = vmap(losses, in_dims=(0, 0, None, None))
+    x = torch.as_tensor(features, dtype=torch.float32)
+    y = torch.as_tensor(labels)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    n, bs = len(x), config.batch_size
+    times = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        base.train()
+        perms = torch.stack([torch.randperm(n, generator=g) for g in generators])
+        for start in range(0, n, bs):
+            idx = perms[:, start : start + bs]
+            grads = gradients(params, buffers, x[idx], y[idx])
+            for name, value in params.items():
+                value.grad = grads[name]
+            optimiser.step()
+        base.eval()
+        with torch.no_grad():
+            for start in range(0, n, bs):
+                validation(params, buffers, x[start : start + bs], y[start : start + bs])
+        times.append(time.perf_counter() - started)
+    return {
+        "members": len(seeds),
+        "epochs": epochs,
+        "batch_size": bs,
+        "median_ms_per_epoch": _steady_median_ms(times),
+        "ms_per_model_epoch": _steady_median_ms(times) / len(seeds),
         "first_epoch_s": times[0],
     }
 
@@ -230,11 +379,11 @@ def profile(args: argparse.Namespace) -> None:
     """
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:
+        keep_freed_memory()
     features, labels, _, _, _ = prepare("log2", find_file(args.data))
     ensemble = all(case.startswith("ensemble") for case in args.cases)
-    config = TrainingConfig.for_variant(
-        "log2", epochs=args.profile_epochs, workers=args.workers or 1
-    )
+    config = design_config("log2", epochs=args.profile_epochs, workers=args.workers or 1)
     seeds = list(range(args.seeds)) if ensemble else [0]
     train(config, features, labels, features, labels, seeds=seeds)  # warm-up
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -246,18 +395,36 @@ def describe(r: dict[str, Any]) -> str:
     """One human-readable line per run."""
     text = (
         f"{r['case']:13s} {r['members']} model(s), {r['epochs']} epochs, batch {r['batch_size']}, "
-        f"{r['threads']} thread(s): {r['ms_per_epoch']:.1f} ms/epoch, "
+        f"{r['threads']} thread(s){', malloc tuned' if r['malloc_tuned'] else ''}: "
+        f"median epoch {r['median_ms_per_epoch']:.1f} ms, "
         f"{r['ms_per_model_epoch']:.1f} ms/model-epoch"
     )
     if "train_s" in r:
         text += (
-            f" (median epoch {r['median_ms_per_epoch']:.1f} ms, slowest {r['slowest_epoch_ms']:.0f}"
-            f" ms), train {r['train_s']:.2f} s, total {r['total_s']:.2f} s, "
-            f"final val loss {r['final_val_loss']:.4f}"
+            f" (slowest epoch {r['slowest_epoch_ms']:.0f} ms), train {r['train_s']:.2f} s, "
+            f"total {r['total_s']:.2f} s, final val loss {r['final_val_loss']:.4f}"
         )
     if "first_epoch_s" in r:
-        text += f", first epoch {r['first_epoch_s']:.1f} s"
+        text += f", first epoch {r['first_epoch_s']:.2f} s"
     return text + f", peak RSS {r['peak_rss_mb']:.0f} MiB"
+
+
+def summary(results: dict[str, list[dict[str, Any]]]) -> str:
+    """Median ms per model-epoch per case (over repeats) and the ratio against eager."""
+    medians = {
+        case: statistics.median(r["ms_per_model_epoch"] for r in runs)
+        for case, runs in results.items()
+    }
+    eager = medians.get("eager")
+    lines = ["", f"{'case':13s} {'runs':>4s} {'ms/model-epoch':>15s} {'eager / case':>13s}"]
+    for case, value in medians.items():
+        spread = [r["ms_per_model_epoch"] for r in results[case]]
+        ratio = f"{eager / value:12.2f}x" if eager else f"{'-':>13s}"
+        lines.append(
+            f"{case:13s} {len(spread):4d} {value:15.1f} {ratio}"
+            + (f"   (runs {min(spread):.1f}-{max(spread):.1f})" if len(spread) > 1 else "")
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,11 +432,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=CASES)
     parser.add_argument("--seeds", type=int, default=5, help="members of the ensemble cases")
-    parser.add_argument("--epochs", type=int, default=None, help="override the variants' epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="override the designs' epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--workers", type=int, default=None, help="TrainingConfig.workers")
-    parser.add_argument("--eager-epochs", type=int, default=12, help="epochs of eager/compiled")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per case")
+    parser.add_argument(
+        "--eager-epochs", type=int, default=12, help="epochs of eager/compiled/func"
+    )
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="raise glibc's malloc thresholds in each case's process (mallopt)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case, interleaved")
     parser.add_argument("--data", default=None, help="path of SAFEEqualiserUserData.csv")
     parser.add_argument("--json", action="store_true", help="print one JSON line per run")
     parser.add_argument("--profile", action="store_true", help="profile a few epochs instead")
@@ -291,8 +465,11 @@ def main(argv: list[str] | None = None) -> int:
         value = getattr(args, name)
         if value is not None:
             forwarded += [f"--{name.replace('_', '-')}", str(value)]
-    for case in args.cases:
-        for _ in range(args.repeat):
+    if args.keep_freed_memory:
+        forwarded.append("--keep-freed-memory")
+    results: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for _ in range(args.repeat):
+        for case in args.cases:
             child = subprocess.run(
                 [sys.executable, __file__, *forwarded, "--case", case],
                 capture_output=True,
@@ -303,7 +480,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{case}: failed\n{child.stderr}", file=sys.stderr)
                 return child.returncode
             result = json.loads(child.stdout.strip().splitlines()[-1])
+            results[case].append(result)
             print(json.dumps(result) if args.json else describe(result), flush=True)
+    if not args.json:
+        print(summary(results))
     return 0
 
 

@@ -9,18 +9,38 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from mlflow.tracking import MlflowClient
 
-from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
-from neural_eq_morphing.pipelines import VARIANTS
+from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
+from neural_eq_morphing.eq.parameters import LOWER_LIMITS, PARAMETER_NAMES, UPPER_LIMITS
+from neural_eq_morphing.models.evaluation import embed_settings
+from neural_eq_morphing.models.modules import SemanticEQModel
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAFE_DB_NAME = "SAFEEqualiserUserData.csv"
 SAFE_DB_SHA256 = "cc43858680115070ffdfa41a1158fca1344db2e0096ba73fe68990e90a284af1"
 SHORT_EPOCHS = 3
+
+
+def project_parameters(name: str) -> dict:
+    """One ``conf/base/parameters_<name>.yml`` file of the project, as plain data."""
+    return yaml.safe_load((PROJECT_ROOT / "conf" / "base" / f"parameters_{name}.yml").read_text())
+
+
+#: The designs of ``parameters_designs.yml``: tests loop over these, never a fixed list.
+DESIGNS: tuple[str, ...] = tuple(project_parameters("designs")["designs"])
+
+
+def short_designs_params(epochs: int = SHORT_EPOCHS) -> dict:
+    """Runtime parameters that shorten every design's training to ``epochs``."""
+    return {"designs": {design: {"training": {"epochs": epochs}} for design in DESIGNS}}
+
+
 #: The catalog's kedro-viz layers, in the order kedro-viz stacks them (raw at the top).
 KEDRO_VIZ_LAYERS = (
     "raw",
@@ -160,14 +180,14 @@ def make_real_project(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="session")
 def short_run(tmp_path_factory: pytest.TempPathFactory):
-    """One short run (3 epochs) of data processing, training and evaluation of both variants.
+    """One short run (3 epochs) of data processing, training and evaluation of every design.
 
     Returns the project path, the loaded catalog, an MLflow client, the experiment and its
     runs; shared by the integration tests of training and evaluation.
     """
     with pytest.MonkeyPatch.context() as monkeypatch:
         project = make_real_project(tmp_path_factory.mktemp("short_run"), monkeypatch)
-        params = {variant: {"training": {"epochs": SHORT_EPOCHS}} for variant in VARIANTS}
+        params = short_designs_params()
         with KedroSession.create(project_path=project, runtime_params=params) as session:
             session.run(pipeline_names=["data_processing", "training", "evaluation"])
             context = session.load_context()
@@ -181,3 +201,63 @@ def short_run(tmp_path_factory: pytest.TempPathFactory):
             "experiment": experiment,
             "runs": runs,
         }
+
+
+#: Evaluation parameters small enough for unit tests (the shape of parameters_evaluation.yml).
+SMALL_EVALUATION = {
+    "seed": 1,
+    "n_random_latents": 200,
+    "interpolation_step": 0.25,
+    "min_test_rows": 3,
+    "morph": ["warm", "bright"],
+    "morph_alphas": [0.0, 0.5, 1.0],
+    "health_window": 2,
+    "n_worst": 3,
+    "response": {"n_points": 32, "f_min": 20.0, "f_max": 20000.0},
+}
+
+
+@pytest.fixture
+def evaluation_data() -> dict:
+    """Plug-in settings, splits and Log 2 tables for 3 terms; an untrained Log 2 model."""
+    rng = np.random.default_rng(0)
+    settings = pd.DataFrame(random_settings(rng, 60), columns=list(PARAMETER_NAMES))
+    settings.insert(0, "term", ["warm", "bright", "airy"] * 20)
+    settings.insert(0, "contributor_id", [f"c{i % 6:04d}" for i in range(60)])
+    settings.insert(0, "entry_id", np.arange(60))
+    split = np.where(
+        np.arange(60) < 36, "train", np.where(np.arange(60) < 48, "validation", "test")
+    )
+    assignment = settings[["entry_id", "contributor_id", "term"]].assign(split=split)
+    normaliser = MinMaxNormaliser.from_plugin_limits()
+    normalised = settings.copy()
+    normalised[list(PARAMETER_NAMES)] = normaliser.transform(
+        settings[list(PARAMETER_NAMES)].to_numpy()
+    )
+    tables = [
+        normalised[split == s].reset_index(drop=True) for s in ("train", "validation", "test")
+    ]
+    model = SemanticEQModel("normalised", seed=0).eval()
+    return {
+        "settings": settings,
+        "assignment": assignment,
+        "normaliser": normaliser.to_dict(),
+        "tables": tables,
+        "model": model,
+        "latent": embed_settings(model, tables),
+    }
+
+
+def falling_history(epochs: int = 4) -> pd.DataFrame:
+    """A training history whose losses fall over ``epochs`` epochs."""
+    falling = np.linspace(3.0, 1.0, epochs)
+    return pd.DataFrame(
+        {
+            "epoch": np.arange(1, epochs + 1),
+            **{c: falling for c in ("train_loss", "val_loss", "train_reconstruction")},
+            **{c: falling for c in ("val_reconstruction", "train_contrastive")},
+            "val_contrastive": falling,
+            "contrastive_weight": np.linspace(0.1, 0.5, epochs),
+            "learning_rate": np.full(epochs, 1e-3),
+        }
+    )

@@ -14,7 +14,6 @@ from kedro.pipeline import Node
 logger = logging.getLogger(__name__)
 
 PROVENANCE_DATASET = "raw_data_provenance"
-TRAINING_PARAMS = "training"
 
 
 def _git(project_path: Path, *args: str) -> str:
@@ -55,23 +54,24 @@ def forget_previous_session_run() -> None:
 
 
 class ProvenanceTagsHook:
-    """Tag the active MLflow run with the git commit, SAFE-DB checksum, variants and seeds.
+    """Tag the active MLflow run with the git commit, SAFE-DB checksum, designs and seeds.
 
     Tags: ``git_commit``; ``safe_db_sha256`` and ``safe_db_matches_published`` whenever
-    ``raw_data_provenance`` is saved or loaded; ``variant`` (comma-joined when a run
-    trains several) and ``seed`` / ``<variant>.seed`` before each training node runs; the
-    run is renamed after its variants and seeds (``log2 seed 42``).
+    ``raw_data_provenance`` is saved or loaded; ``design`` (comma-joined when a run
+    trains several) and ``seed`` / ``<design>.seed`` before each training node runs; the
+    run is renamed after its designs and seeds (``log2 seed 42``). Compare's nested runs
+    are named ``compare · <configuration> seed <seed>``, so the two never read alike.
     """
 
     def __init__(self) -> None:
         self._commit = "unknown"
-        self._variants: dict[str, Any] = {}
+        self._designs: dict[str, Any] = {}
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
         """Read the project's git commit once and reset per-run state."""
         self._commit = git_commit(Path(context.project_path))
-        self._variants = {}
+        self._designs = {}
         forget_previous_session_run()
 
     @staticmethod
@@ -101,22 +101,22 @@ class ProvenanceTagsHook:
 
     @hook_impl
     def before_node_run(self, node: Node, inputs: dict[str, Any]) -> None:
-        """Tag variant and seed before a training node runs."""
-        # Training nodes sit in ``<variant>.train``; the variant is the outer namespace.
-        variant = node.namespace.split(".")[0] if node.namespace else None
-        config = inputs.get(f"params:{variant}.{TRAINING_PARAMS}") if variant else None
+        """Tag design and seed before a training node runs."""
+        # Training nodes sit in ``<design>.train``; the design is the outer namespace.
+        design = node.namespace.split(".")[0] if node.namespace else None
+        config = inputs.get(f"params:designs.{design}.training") if design else None
         if not isinstance(config, dict) or "seed" not in config:
             return
-        self._variants[variant] = config["seed"]
+        self._designs[design] = config["seed"]
         tags = {
-            "variant": ",".join(sorted(self._variants)),
+            "design": ",".join(sorted(self._designs)),
             "git_commit": self._commit,
-            f"{variant}.seed": config["seed"],
+            f"{design}.seed": config["seed"],
         }
-        if len(self._variants) == 1:
+        if len(self._designs) == 1:
             tags["seed"] = config["seed"]
-        # The run's display name in the MLflow UI: variant and seed rather than "__default__".
+        # The run's display name in the MLflow UI: design and seed rather than "__default__".
         tags["mlflow.runName"] = " + ".join(
-            f"{name} seed {seed}" for name, seed in sorted(self._variants.items())
+            f"{name} seed {seed}" for name, seed in sorted(self._designs.items())
         )
         self._set_tags(tags)

@@ -26,7 +26,7 @@ CONFIG_LOADER_ARGS = {
     "custom_resolvers": {"oc.env": oc.env, "sqlite_in_project": sqlite_in_project},
 }
 
-# Provenance tags (git commit, SAFE-DB checksum, variant, seed) on each MLflow run; the
+# Provenance tags (git commit, SAFE-DB checksum, design, seed) on each MLflow run; the
 # run itself is opened by kedro-mlflow's own hook.
 from neural_eq_morphing.hooks import ProvenanceTagsHook  # noqa: E402
 

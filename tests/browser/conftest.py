@@ -125,7 +125,7 @@ def finished_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         path = make_real_project(tmp_path_factory.mktemp("browser"), monkeypatch)
         compare = ",".join(f"compare.{key}={value}" for key, value in SHORT_COMPARE.items())
         for args, log in [
-            (["kedro", "run", "--params", f"log2.training.epochs={SHORT_EPOCHS}"], "run"),
+            (["kedro", "run", "--params", f"designs.log2.training.epochs={SHORT_EPOCHS}"], "run"),
             (["kedro", "run", "--pipelines", "compare", "--params", compare], "compare"),
             (["kedro", "viz", "build"], "viz_build"),
         ]:
@@ -292,7 +292,7 @@ class TrackedRuns:
         return params[key]
 
     def child(self, name: str) -> dict[str, Any]:
-        """The comparison's nested run called ``name`` (e.g. "log1 seed 42")."""
+        """The comparison's nested run called ``name`` (e.g. "compare · log1 seed 42")."""
         matches = [run for run in self.children if run["info"]["run_name"] == name]
         assert len(matches) == 1, f"expected one nested run {name!r}, found {len(matches)}"
         return matches[0]
@@ -311,11 +311,11 @@ def tracked(rest: MlflowRest) -> TrackedRuns:
     runs = rest.runs(experiment["experiment_id"])
     top_level = [run for run in runs if "mlflow.parentRunId" not in run["tags"]]
     default = next(
-        (run for run in top_level if run["tags"].get("variant") == "log2"),
+        (run for run in top_level if run["tags"].get("design") == "log2"),
         None,
     )
     compare = next((run for run in top_level if run["info"]["run_name"] == "compare"), None)
-    assert default is not None, "no run of `kedro run` (tag variant=log2) in the experiment"
+    assert default is not None, "no run of `kedro run` (tag design=log2) in the experiment"
     assert compare is not None, "no run named 'compare' in the experiment"
     children = [
         run for run in runs if run["tags"].get("mlflow.parentRunId") == compare["info"]["run_id"]

@@ -76,7 +76,7 @@ def test_live_viz_expanded_reads_as_the_story(browser, kedro_viz: str, screensho
         "split_by_contributor",
         "fit_normaliser",
         "train_model",
-        "evaluate_ranges",
+        "evaluate",
         "plot_term_curves",
     ]
     wait_for_graph(browser, set(story))

@@ -39,7 +39,7 @@ def open_runs_page(browser, mlflow_ui: str) -> str:
     return wait_for_text(browser, "Run Name", "compare")
 
 
-def test_runs_page_lists_the_runs_by_variant_and_seed(
+def test_runs_page_lists_the_runs_by_design_and_seed(
     browser, mlflow_ui: str, tracked: TrackedRuns, screenshot
 ):
     text = open_runs_page(browser, mlflow_ui)
@@ -55,7 +55,7 @@ def test_compare_log1_with_log2_by_the_readme_clicks(
     run_row(browser, tracked.compare_run["info"]["run_id"]).find_element(
         By.TAG_NAME, "button"
     ).click()
-    chosen = [tracked.child("log1 seed 42"), tracked.child("log2 seed 42")]
+    chosen = [tracked.child("compare · log1 seed 42"), tracked.child("compare · log2 seed 42")]
     for run in chosen:
         checkbox = run_row(browser, run["info"]["run_id"]).find_element(
             By.CSS_SELECTOR, "input.ag-checkbox-input"
@@ -72,7 +72,7 @@ def test_compare_log1_with_log2_by_the_readme_clicks(
         if metric["key"] == key
     ]
     assert len(values) == 2
-    wait_for_text(browser, "log1 seed 42", "log2 seed 42", key, *values)
+    wait_for_text(browser, "compare · log1 seed 42", "compare · log2 seed 42", key, *values)
     assert "compare-runs" in browser.current_url
     screenshot("mlflow_compare_log1_log2", full_page_height=1800)
 

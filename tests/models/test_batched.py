@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from neural_eq_morphing.models import (
+    DECODER_HEADS,
     BatchedSemanticEQ,
     ParameterLayout,
     SemanticEQModel,
@@ -10,8 +11,8 @@ from neural_eq_morphing.models import (
 )
 
 
-def _members(variant: str, seeds=(1, 2, 3), **kwargs) -> list[SemanticEQModel]:
-    return [SemanticEQModel(variant, seed=s, **kwargs) for s in seeds]
+def _members(decoder_head: str, seeds=(1, 2, 3), **kwargs) -> list[SemanticEQModel]:
+    return [SemanticEQModel(decoder_head, seed=s, **kwargs) for s in seeds]
 
 
 def _with_masks(model: SemanticEQModel, masks: torch.Tensor) -> None:
@@ -26,11 +27,12 @@ def _with_masks(model: SemanticEQModel, masks: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize(
-    ("variant", "consistent"), [("log2", False), ("log1", False), ("log1", True)]
+    ("decoder_head", "consistent"),
+    [("normalised", False), ("plugin_units", False), ("plugin_units", True)],
 )
-def test_hand_written_gradients_match_autograd(variant, consistent):
+def test_hand_written_gradients_match_autograd(decoder_head, consistent):
     generator = torch.Generator().manual_seed(0)
-    models = _members(variant)
+    models = _members(decoder_head)
     mean = torch.randn(13, generator=generator, dtype=torch.float64).float()
     std = (torch.rand(13, generator=generator) + 0.5).float()
     batched = BatchedSemanticEQ.from_models(
@@ -48,7 +50,12 @@ def test_hand_written_gradients_match_autograd(variant, consistent):
         _with_masks(model, masks[k])
         _, projection, output = model(x[k])
         recon = reconstruction_loss(
-            output, x[k], variant, consistent_units=consistent, zscore_mean=mean, zscore_std=std
+            output,
+            x[k],
+            decoder_head,
+            consistent_units=consistent,
+            zscore_mean=mean,
+            zscore_std=std,
         )
         contrastive = supervised_contrastive_loss(projection, labels[k], 0.1)
         (recon + weight * contrastive).backward()
@@ -61,14 +68,14 @@ def test_hand_written_gradients_match_autograd(variant, consistent):
         )
 
 
-@pytest.mark.parametrize("variant", ["log1", "log2"])
-def test_export_import_round_trip(variant):
-    models = _members(variant, dropout=0.1)
+@pytest.mark.parametrize("decoder_head", DECODER_HEADS)
+def test_export_import_round_trip(decoder_head):
+    models = _members(decoder_head, dropout=0.1)
     batched = BatchedSemanticEQ.from_models(models)
     x = torch.rand(64, 13, generator=torch.Generator().manual_seed(0))
     latent, projection, output = batched.forward(x)
-    # Batched and plain matmuls round differently; Log 1 outputs are in dB / Hz / Q.
-    output_atol = 1e-4 if variant == "log1" else 1e-6
+    # Batched and plain matmuls round differently; plug-in units are dB / Hz / Q.
+    output_atol = 1e-4 if decoder_head == "plugin_units" else 1e-6
     for k in range(3):
         exported = batched.export(k)
         assert not exported.training
@@ -86,7 +93,7 @@ def test_export_import_round_trip(variant):
 
 
 def test_layout_pack_unpack_is_exact():
-    model = SemanticEQModel("log1", seed=9)
+    model = SemanticEQModel("plugin_units", seed=9)
     layout = ParameterLayout(model.model_config)
     state = model.state_dict()
     row = layout.pack(state)
@@ -98,7 +105,7 @@ def test_layout_pack_unpack_is_exact():
 
 
 def test_evaluate_is_mean_over_consecutive_batches():
-    models = _members("log2", seeds=(4, 5))
+    models = _members("normalised", seeds=(4, 5))
     batched = BatchedSemanticEQ.from_models(models)
     generator = torch.Generator().manual_seed(1)
     x = torch.rand(37, 13, generator=generator)
@@ -111,7 +118,7 @@ def test_evaluate_is_mean_over_consecutive_batches():
             for start in range(0, 37, 16):
                 xb, yb = x[start : start + 16], labels[start : start + 16]
                 _, projection, output = model(xb)
-                recon.append(reconstruction_loss(output, xb, "log2"))
+                recon.append(reconstruction_loss(output, xb, "normalised"))
                 contrastive.append(supervised_contrastive_loss(projection, yb))
         torch.testing.assert_close(losses.reconstruction[k], torch.stack(recon).mean())
         torch.testing.assert_close(losses.contrastive[k], torch.stack(contrastive).mean())
@@ -119,6 +126,17 @@ def test_evaluate_is_mean_over_consecutive_batches():
 
 def test_stacking_requires_one_config():
     with pytest.raises(ValueError, match="model_config"):
-        BatchedSemanticEQ.from_models([SemanticEQModel("log1"), SemanticEQModel("log2")])
+        BatchedSemanticEQ.from_models(
+            [SemanticEQModel("plugin_units"), SemanticEQModel("normalised")]
+        )
     with pytest.raises(ValueError, match="z-score"):
-        BatchedSemanticEQ.from_models([SemanticEQModel("log1")], recon_in_consistent_units=True)
+        BatchedSemanticEQ.from_models(
+            [SemanticEQModel("plugin_units")], recon_in_consistent_units=True
+        )
+    with pytest.raises(ValueError, match="plugin_units decoder head only"):
+        BatchedSemanticEQ.from_models(
+            [SemanticEQModel("normalised")],
+            recon_in_consistent_units=True,
+            zscore_mean=torch.zeros(13),
+            zscore_std=torch.ones(13),
+        )

@@ -99,18 +99,24 @@ def test_batched_contrastive_value_and_gradient_match_autograd():
     torch.testing.assert_close(got.d_projection, leaf.grad)
 
 
-def test_reconstruction_loss_variants():
+def test_reconstruction_loss_per_decoder_head():
     output = torch.tensor([[1.0, 2.0] + [0.0] * 11])
     target = torch.zeros(1, 13)
-    assert reconstruction_loss(output, target, "log2").item() == pytest.approx(5 / 13)
-    # Log 1 default: plug-in units against z-scores, no conversion (the original mismatch).
-    assert reconstruction_loss(output, target, "log1").item() == pytest.approx(5 / 13)
+    assert reconstruction_loss(output, target, "normalised").item() == pytest.approx(5 / 13)
+    # Plug-in units against z-scores, no conversion (Log 1's original mismatch).
+    assert reconstruction_loss(output, target, "plugin_units").item() == pytest.approx(5 / 13)
     mean = torch.full((13,), 1.0)
     std = torch.full((13,), 2.0)
     consistent = reconstruction_loss(
-        output, target, "log1", consistent_units=True, zscore_mean=mean, zscore_std=std
+        output, target, "plugin_units", consistent_units=True, zscore_mean=mean, zscore_std=std
     )
     expected = ((0.0) ** 2 + (0.5) ** 2 + 11 * 0.5**2) / 13
     assert consistent.item() == pytest.approx(expected)
     with pytest.raises(ValueError, match="z-score"):
-        reconstruction_loss(output, target, "log1", consistent_units=True)
+        reconstruction_loss(output, target, "plugin_units", consistent_units=True)
+    with pytest.raises(ValueError, match="plugin_units decoder head only"):
+        reconstruction_loss(
+            output, target, "normalised", consistent_units=True, zscore_mean=mean, zscore_std=std
+        )
+    with pytest.raises(ValueError, match="decoder_head"):
+        reconstruction_loss(output, target, "log2")  # type: ignore[arg-type]

@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS, indices_of_kind
-from neural_eq_morphing.models import SemanticEQModel, build_model
+from neural_eq_morphing.models import DECODER_HEADS, SemanticEQModel, build_model
 from neural_eq_morphing.models.modules import ResidualBlock, head_constants
 
 
-@pytest.mark.parametrize("variant", ["log1", "log2"])
-def test_shapes(variant):
-    model = SemanticEQModel(variant, seed=0).eval()
+@pytest.mark.parametrize("decoder_head", DECODER_HEADS)
+def test_shapes(decoder_head):
+    model = SemanticEQModel(decoder_head, seed=0).eval()
     x = torch.rand(7, 13)
     latent, projection, reconstruction = model(x)
     assert latent.shape == (7, 32)
@@ -24,7 +24,7 @@ def test_shapes(variant):
 
 
 def test_latent_is_tanh_bounded():
-    model = SemanticEQModel("log2", seed=1).eval()
+    model = SemanticEQModel("normalised", seed=1).eval()
     latent = model.encode(torch.randn(64, 13) * 100)
     assert torch.all(latent.abs() <= 1.0)
 
@@ -45,8 +45,8 @@ def _extreme_latents() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_log2_decoder_in_unit_interval_for_any_latent(seed):
-    model = SemanticEQModel("log2", seed=seed).eval()
+def test_normalised_decoder_in_unit_interval_for_any_latent(seed):
+    model = SemanticEQModel("normalised", seed=seed).eval()
     with torch.no_grad():
         output = model.decode(_extreme_latents())
     assert torch.isfinite(output).all()
@@ -55,8 +55,8 @@ def test_log2_decoder_in_unit_interval_for_any_latent(seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_log1_heads_inside_plugin_limits(seed):
-    model = SemanticEQModel("log1", seed=seed).eval()
+def test_plugin_units_heads_inside_plugin_limits(seed):
+    model = SemanticEQModel("plugin_units", seed=seed).eval()
     with torch.no_grad():
         output = model.decode(_extreme_latents()).double().numpy()
     assert np.isfinite(output).all()
@@ -66,8 +66,8 @@ def test_log1_heads_inside_plugin_limits(seed):
     assert np.all(output <= UPPER_LIMITS + tolerance)
 
 
-def test_log1_head_formulas():
-    slope, scale, shift = head_constants("log1")
+def test_plugin_units_head_formulas():
+    slope, scale, shift = head_constants("plugin_units")
     o = torch.linspace(-8, 8, 101)[:, None].expand(101, 13)
     out = torch.addcmul(shift, torch.sigmoid(o * slope), scale)
     gains, freqs, qs = indices_of_kind("gain"), indices_of_kind("freq"), indices_of_kind("q")
@@ -79,8 +79,8 @@ def test_log1_head_formulas():
     torch.testing.assert_close(out[:, qs], torch.sigmoid(o[:, qs]) * 9.9 + 0.1)
 
 
-def test_log2_head_is_plain_sigmoid():
-    model = SemanticEQModel("log2", seed=3).eval()
+def test_normalised_head_is_plain_sigmoid():
+    model = SemanticEQModel("normalised", seed=3).eval()
     latent = torch.randn(5, 32)
     with torch.no_grad():
         h = latent
@@ -99,7 +99,7 @@ def test_residual_block_definition():
 
 
 def test_model_config_round_trip_is_json_able():
-    model = SemanticEQModel("log1", seed=4, dropout=0.2)
+    model = SemanticEQModel("plugin_units", seed=4, dropout=0.2)
     config = json.loads(json.dumps(model.model_config))
     rebuilt = build_model(config)
     rebuilt.load_state_dict(model.state_dict())
@@ -113,29 +113,49 @@ def test_model_config_round_trip_is_json_able():
 
 def test_build_model_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown model config"):
-        build_model({"variant": "log2", "width": 3})
-    with pytest.raises(ValueError, match="variant"):
+        build_model({"decoder_head": "normalised", "width": 3})
+    with pytest.raises(ValueError, match="lacks the field 'decoder_head'"):
+        build_model({"latent_dim": 32})
+    with pytest.raises(ValueError, match="decoder_head"):
         SemanticEQModel("log3")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("variant", "decoder_head"), [("log1", "plugin_units"), ("log2", "normalised")]
+)
+def test_build_model_reads_configs_written_before_the_rename(variant, decoder_head):
+    model = SemanticEQModel(decoder_head, seed=2, hidden_dims=(8, 16, 8), latent_dim=4)
+    old = {**model.model_config, "variant": variant}
+    del old["decoder_head"]
+    rebuilt = build_model(old)
+    assert rebuilt.model_config == model.model_config
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(5, 13)
+    assert torch.equal(rebuilt.eval()(x)[2], model.eval()(x)[2])
+    with pytest.raises(ValueError, match="unknown model variant"):
+        build_model({**old, "variant": "log3"})
+    with pytest.raises(ValueError, match="both"):
+        build_model({**old, "decoder_head": decoder_head})
 
 
 def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
     state = torch.random.get_rng_state()
-    a = SemanticEQModel("log2", seed=5).state_dict()
+    a = SemanticEQModel("normalised", seed=5).state_dict()
     after = torch.random.get_rng_state()
     assert torch.equal(state, after)
-    b = SemanticEQModel("log2", seed=5).state_dict()
-    c = SemanticEQModel("log2", seed=6).state_dict()
+    b = SemanticEQModel("normalised", seed=5).state_dict()
+    c = SemanticEQModel("normalised", seed=6).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_seeded_init_matches_torch_default_init():
     torch.manual_seed(11)
-    default = SemanticEQModel("log1").state_dict()
-    seeded = SemanticEQModel("log1", seed=11).state_dict()
+    default = SemanticEQModel("plugin_units").state_dict()
+    seeded = SemanticEQModel("plugin_units", seed=11).state_dict()
     assert all(torch.equal(default[k], seeded[k]) for k in default)
 
 
 def test_state_dict_holds_only_learnable_parameters():
-    model = SemanticEQModel("log1")
+    model = SemanticEQModel("plugin_units")
     assert set(model.state_dict()) == {name for name, _ in model.named_parameters()}

@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
 from neural_eq_morphing.models import (
+    DECODER_HEADS,
     HISTORY_COLUMNS,
     ConsoleProgress,
     EpochReport,
@@ -15,6 +17,8 @@ from neural_eq_morphing.models import (
     TrainingConfig,
     train,
 )
+from neural_eq_morphing.models.training import required_fields
+from tests.models.conftest import design_training, design_with_head, designs
 
 
 def synthetic(n: int = 90, terms: int = 4, seed: int = 0):
@@ -26,26 +30,24 @@ def synthetic(n: int = 90, terms: int = 4, seed: int = 0):
     return features, labels
 
 
-def small_config(variant: str = "log2", **overrides) -> TrainingConfig:
-    values = {
-        "epochs": 3,
-        "batch_size": 16,
-        "hidden_dims": (16, 24, 16),
-        "latent_dim": 8,
-        "projection_dim": 12,
-    }
-    values.update(overrides)
-    return TrainingConfig.for_variant(variant, **values)
+SMALL = {"epochs": 3, "batch_size": 16, "hidden_dims": [16, 24, 16], "latent_dim": 8}
+
+
+def small_config(design: str = "log2", **overrides) -> TrainingConfig:
+    """A design's configuration from the YAML, shrunk to a small, fast model."""
+    return TrainingConfig.from_dict(
+        design_training(design, **{**SMALL, "projection_dim": 12, **overrides})
+    )
 
 
 def weights_of(model: SemanticEQModel) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize("variant", ["log1", "log2"])
-def test_same_seed_gives_identical_losses_and_weights(variant):
+@pytest.mark.parametrize("decoder_head", DECODER_HEADS)
+def test_same_seed_gives_identical_losses_and_weights(decoder_head):
     x, y = synthetic()
-    config = small_config(variant)
+    config = small_config(design_with_head(decoder_head))
     first = train(config, x, y, x[:40], y[:40], seeds=[7])
     second = train(config, x, y, x[:40], y[:40], seeds=[7])
     assert first.history.equals(second.history)
@@ -57,7 +59,7 @@ def test_same_seed_gives_identical_losses_and_weights(variant):
 
 def test_parallel_ensemble_is_deterministic():
     x, y = synthetic()
-    config = small_config("log2", workers=2)
+    config = small_config(workers=2)
     first = train(config, x, y, x, y, seeds=[0, 1, 2])
     second = train(config, x, y, x, y, seeds=[0, 1, 2])
     assert first.history.equals(second.history)
@@ -68,7 +70,7 @@ def test_parallel_ensemble_is_deterministic():
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ensemble_member_matches_training_alone(workers):
     x, y = synthetic()
-    config = small_config("log2", epochs=4, workers=workers)
+    config = small_config(epochs=4, workers=workers)
     seeds = [3, 11, 5]
     ensemble = train(config, x, y, x, y, seeds=seeds)
     assert ensemble.seeds == seeds
@@ -83,12 +85,21 @@ def test_ensemble_member_matches_training_alone(workers):
 
 def test_history_layout_and_schedules():
     x, y = synthetic()
-    config = small_config("log2", epochs=5, lr_patience=0, lr_threshold=10.0)
-    result = train(config, x, y, x, y, seeds=[1, 2])
+    config = small_config(
+        epochs=5,
+        lr_schedule=True,
+        lr_patience=0,
+        lr_threshold=10.0,
+        contrastive_weight_start=0.1,
+        contrastive_weight_end=0.5,
+    )
+    result = train(config, x, y, x, y, seeds=[2, 1])
     history = result.history
     assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert history["seed"].dtype == np.int64
+    assert history["epoch"].dtype == np.int64
     assert len(history) == 2 * 5
-    assert history["seed"].tolist() == [1] * 5 + [2] * 5
+    assert history["seed"].tolist() == [2] * 5 + [1] * 5  # the order the seeds were given
     assert history["epoch"].tolist() == [1, 2, 3, 4, 5] * 2
     np.testing.assert_allclose(history["contrastive_weight"][:5], [0.1, 0.2, 0.3, 0.4, 0.5])
     # threshold 10 makes every epoch "not better" (as in torch, even the first one against
@@ -111,23 +122,83 @@ def test_history_layout_and_schedules():
     assert result.timing.ms_per_model_epoch > 0
 
 
-def test_log1_defaults_and_fixed_weight():
-    config = TrainingConfig.for_variant("log1")
-    assert (config.epochs, config.batch_size, config.lr_schedule) == (100, 32, False)
-    assert config.contrastive_weights() == [0.5] * 100
-    log2 = TrainingConfig.for_variant("log2")
-    assert (log2.epochs, log2.batch_size, log2.lr_schedule) == (150, 64, True)
-    weights = log2.contrastive_weights()
-    assert weights[0] == pytest.approx(0.1)
-    assert weights[-1] == pytest.approx(0.5)
-
-
-def test_log1_consistent_units_changes_the_loss_and_needs_the_normaliser():
+def test_history_columns_carry_the_values_reported_under_the_same_name():
     x, y = synthetic()
+    reports: list[EpochReport] = []
+    result = train(
+        small_config(workers=2), x, y, x[:50], y[:50], seeds=[5, 6, 7], progress=reports.append
+    )
+    named = {
+        "train_loss": "train_loss",
+        "val_loss": "val_loss",
+        "val_reconstruction": "val_reconstruction",
+        "val_contrastive": "val_contrastive",
+        "learning_rates": "learning_rate",
+    }
+    for report in reports:
+        rows = result.history[result.history["epoch"] == report.epoch]
+        assert tuple(rows["seed"]) == report.seeds
+        for field, column in named.items():
+            assert tuple(rows[column]) == getattr(report, field), column
+        assert (rows["contrastive_weight"] == report.contrastive_weight).all()
+    # The columns are not interchangeable: a mix-up would show here.
+    assert not result.history["val_reconstruction"].equals(result.history["val_contrastive"])
+
+
+@pytest.mark.parametrize("design", list(designs()))
+def test_every_design_in_the_yaml_gives_a_config(design):
+    block = designs()[design]["training"]
+    config = TrainingConfig.from_dict(design_training(design))
+    for name in required_fields():
+        expected = block[name]
+        got = getattr(config, name)
+        assert (list(got) if isinstance(got, tuple) else got) == expected, name
+    weights = config.contrastive_weights()
+    assert len(weights) == block["epochs"]
+    assert weights[0] == pytest.approx(block["contrastive_weight_start"])
+    assert weights[-1] == pytest.approx(block["contrastive_weight_end"])
+    assert config.model_config()["decoder_head"] == block["decoder_head"]
+    assert config.seeds == (0,)  # the seed is train()'s argument, not part of the block
+
+
+def test_from_dict_names_missing_and_unknown_keys():
+    values = design_training("log2")
+    del values["epochs"], values["decoder_head"]
+    with pytest.raises(
+        ValueError, match=r"missing training parameter\(s\) \['decoder_head', 'epochs'\]"
+    ):
+        TrainingConfig.from_dict(values)
+    with pytest.raises(ValueError, match=r"unknown training parameter.*learning_rte.*expected"):
+        TrainingConfig.from_dict({**design_training("log2"), "learning_rte": 1.0})
+    with pytest.raises(ValueError, match=re.escape("train(seeds=...)")):
+        TrainingConfig.from_dict(designs()["log2"]["training"])  # still holds its seed
+    # No design value has a default: every one must come from the YAML.
+    with pytest.raises(TypeError):
+        TrainingConfig()  # type: ignore[call-arg]
+
+
+def test_consistent_units_only_with_the_plugin_units_head():
+    with pytest.raises(ValueError, match="plugin_units decoder head only"):
+        small_config(design_with_head("normalised"), recon_in_consistent_units=True)
+    assert small_config(design_with_head("plugin_units"), recon_in_consistent_units=True)
+
+
+def test_consistent_units_change_the_loss_and_need_the_normaliser():
+    x, y = synthetic()
+    design = design_with_head("plugin_units")
     mean, std = (LOWER_LIMITS + UPPER_LIMITS) / 2, (UPPER_LIMITS - LOWER_LIMITS) / 4
-    plain = train(small_config("log1"), x, y, x, y, seeds=[0], zscore_mean=mean, zscore_std=std)
+    plain = train(
+        small_config(design, recon_in_consistent_units=False),
+        x,
+        y,
+        x,
+        y,
+        seeds=[0],
+        zscore_mean=mean,
+        zscore_std=std,
+    )
     consistent = train(
-        small_config("log1", recon_in_consistent_units=True),
+        small_config(design, recon_in_consistent_units=True),
         x,
         y,
         x,
@@ -141,17 +212,19 @@ def test_log1_consistent_units_changes_the_loss_and_needs_the_normaliser():
     assert plain.history["train_reconstruction"].iloc[0] > 1e4
     assert consistent.history["train_reconstruction"].iloc[0] < 10
     with pytest.raises(ValueError, match="zscore_mean"):
-        train(small_config("log1", recon_in_consistent_units=True), x, y, x, y, seeds=[0])
+        train(small_config(design, recon_in_consistent_units=True), x, y, x, y, seeds=[0])
 
 
-def test_models_are_eval_mode_modules_with_config():
+@pytest.mark.parametrize("decoder_head", DECODER_HEADS)
+def test_models_are_eval_mode_modules_with_config(decoder_head):
     x, y = synthetic()
-    result = train(small_config("log1"), x, y, x, y, seeds=[0, 1])
+    result = train(small_config(design_with_head(decoder_head)), x, y, x, y, seeds=[0, 1])
     assert len(result.models) == 2
     for model in result.models:
         assert isinstance(model, SemanticEQModel)
         assert not model.training
         assert model.model_config["latent_dim"] == 8
+        assert model.model_config["decoder_head"] == decoder_head
         json.dumps(model.model_config)
         # Ordinary parameters: the exported model can be fine-tuned with autograd.
         model.train()
@@ -160,11 +233,14 @@ def test_models_are_eval_mode_modules_with_config():
         assert all(p.grad is not None for p in model.parameters())
 
 
-def test_training_does_not_touch_global_rng():
+def test_training_leaves_the_global_rng_and_thread_count_alone():
     x, y = synthetic()
     state = torch.random.get_rng_state()
+    threads = torch.get_num_threads()
     train(small_config(workers=2), x, y, x, y, seeds=[0, 1])
+    train(small_config(), x, y, x, y, seeds=[0, 1])
     assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.get_num_threads() == threads
 
 
 def test_input_validation():
@@ -180,12 +256,12 @@ def test_input_validation():
         train(config, bad, y, x, y)
     with pytest.raises(ValueError, match="distinct"):
         train(config, x, y, x, y, seeds=[1, 1])
-    with pytest.raises(ValueError, match="unknown training parameter"):
-        TrainingConfig.from_dict({"variant": "log2", "learning_rte": 1.0})
+    with pytest.raises(ValueError, match="decoder_head"):
+        small_config(decoder_head="log2")
 
 
 def test_config_dict_round_trip():
-    config = TrainingConfig.for_variant("log1", seeds=(1, 2), dropout=0.2)
+    config = small_config("log1", seeds=(1, 2), dropout=0.2)
     assert TrainingConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 

@@ -1,7 +1,7 @@
 """A versioned dataset whose every save is also logged to the active MLflow run.
 
-kedro-mlflow's ``MlflowArtifactDataset`` builds its inner dataset with a save version of
-its own, which Kedro 1.x's catalog rejects next to the run's save version
+Works around: kedro-mlflow 2.0's ``MlflowArtifactDataset`` builds its inner dataset with
+a save version of its own, which Kedro 1.x's catalog rejects next to the run's save version
 (``VersionAlreadyExistsError``) whenever the inner dataset is ``versioned: true``. This
 wrapper takes the catalog's version instead (set ``versioned: true`` on the wrapper) and
 hands it to the inner dataset, so the local copy is versioned like every other dataset.
@@ -34,7 +34,7 @@ class MlflowVersionedArtifactDataset(AbstractDataset[Any, Any]):
           versioned: true
           artifact_path: log2/plots
           dataset:
-            type: matplotlib.MatplotlibWriter
+            type: matplotlib.MatplotlibDataset
             filepath: data/08_reporting/log2/training_curves.png
 
     Nothing is logged when no MLflow run is active (e.g. tracking disabled).

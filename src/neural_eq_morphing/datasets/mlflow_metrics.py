@@ -1,8 +1,9 @@
 """kedro-mlflow's metric-history dataset, logging in batches.
 
-``MlflowMetricsHistoryDataset`` logs one value per call: with an SQLite store, 150 epochs
-of 8 metrics take about 6 s. This subclass sends the same metrics through
-``MlflowClient.log_batch`` (1,000 a call), which takes a few tens of milliseconds.
+Works around: kedro-mlflow 2.0's ``MlflowMetricsHistoryDataset`` logs one value per
+``log_metric`` call; with an SQLite store, 150 epochs of 8 metrics take about 6 s. This
+subclass sends the same metrics through ``MlflowClient.log_batch`` (1,000 a call), which
+takes a few tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from mlflow.tracking import MlflowClient
 _BATCH = 1000  # MLflow's limit of metrics per log_batch call
 
 
-class BatchedMetricsHistoryDataset(MlflowMetricsHistoryDataset):
+class MlflowBatchedMetricsDataset(MlflowMetricsHistoryDataset):
     """Same format and options as ``MlflowMetricsHistoryDataset``; saves with ``log_batch``.
 
     Example catalog entry::
 
         log2.training_metrics:
-          type: neural_eq_morphing.datasets.mlflow_metrics.BatchedMetricsHistoryDataset
+          type: neural_eq_morphing.datasets.mlflow_metrics.MlflowBatchedMetricsDataset
           prefix: log2
     """
 

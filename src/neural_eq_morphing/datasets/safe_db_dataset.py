@@ -4,6 +4,9 @@
 the archived URL, checked against the published size and SHA-256, and only then moved
 into place (atomically, through a temporary file in the same folder), so a failed or
 partial download never leaves a file behind.
+
+Works around: kedro-datasets 9.x has no dataset that fetches a missing file and checks
+its size and checksum before anything reads it.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 * :class:`TorchModelDataset` — a versioned local file with the weights and the config
   needed to rebuild the module (``torch.save`` of plain tensors; loaded with
-  ``weights_only=True``, so loading never runs pickled code).
-* :class:`TorchMlflowModelDataset` — kedro-mlflow's ``MlflowModelTrackingDataset`` for the
-  ``mlflow.pytorch`` flavor, with the input signature filled in from the module.
+  ``weights_only=True``, so loading never runs pickled code). Works around: kedro-datasets
+  9.x has no torch dataset, and its ``pickle.PickleDataset`` would run pickled code on load.
+* :class:`MlflowTorchModelDataset` — kedro-mlflow's ``MlflowModelTrackingDataset`` for the
+  ``mlflow.pytorch`` flavor, with the input signature filled in from the module. Works
+  around: kedro-mlflow 2.0 passes ``save_args`` through but cannot derive a signature
+  from the saved object, and a signature in YAML cannot describe the tensor input.
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ def model_signature(model: SemanticEQModel) -> ModelSignature:
     )
 
 
-class TorchMlflowModelDataset(MlflowModelTrackingDataset):
+class MlflowTorchModelDataset(MlflowModelTrackingDataset):
     """Log a trained model to the active MLflow run as an ``mlflow.pytorch`` model.
 
     Same as kedro-mlflow's ``MlflowModelTrackingDataset`` with ``flavor: mlflow.pytorch``,

@@ -1,4 +1,4 @@
-"""Feature normalisers for the 13 EQ parameters (DESIGN.md section 4).
+"""Feature normalisers for the 13 EQ parameters (docs/design.md section 4).
 
 * :class:`MinMaxNormaliser` — Log 2's features: chosen parameter kinds (frequency and Q)
   on log10, then min-max to [0, 1] using the plug-in limits. Nothing is fitted.

@@ -1,6 +1,6 @@
 """The SAFE equaliser's 13 parameters: names, kinds, bands and plug-in limits.
 
-This is the single source of the parameter layout (DESIGN.md section 3). Everything that
+This is the single source of the parameter layout (docs/design.md section 3). Everything that
 needs a column order, a band or a limit reads it from here.
 """
 

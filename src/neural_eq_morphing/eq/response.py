@@ -1,4 +1,4 @@
-"""Magnitude response of the SAFE five-band EQ (DESIGN.md section 7), vectorised with numpy.
+"""Magnitude response of the SAFE five-band EQ (docs/design.md section 7), vectorised with numpy.
 
 Five biquads in series at ``fs`` = 44,100 Hz, from the RBJ "Audio EQ Cookbook" (the forms
 JUCE's IIR filters use): a low shelf, three peaking bands and a high shelf. With

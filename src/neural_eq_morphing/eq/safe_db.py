@@ -1,4 +1,4 @@
-"""Parsing of the raw SAFE-DB equaliser file (DESIGN.md section 3), without Kedro.
+"""Parsing of the raw SAFE-DB equaliser file (docs/design.md section 3), without Kedro.
 
 The raw file is headerless CSV with 25 fields per line. :func:`parse_safe_db` turns its
 bytes into one typed row per line. A line that cannot be parsed is *not* dropped: it keeps

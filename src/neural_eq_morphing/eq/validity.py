@@ -1,4 +1,4 @@
-"""Range validity of EQ settings against the plug-in limits (DESIGN.md section 6)."""
+"""Range validity of EQ settings against the plug-in limits (docs/design.md section 6)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,26 @@
 """M semantic EQ models stacked into one batched implementation with hand-written gradients.
 
-At this model size the time of an eager training step goes to per-operation overhead,
-not arithmetic (DESIGN.md section 9). This module keeps that overhead low:
+This is the training path of :func:`~neural_eq_morphing.models.training.train` and the
+reason for the project's training speed. At this model size the time of an eager training
+step goes to per-operation overhead, not arithmetic (docs/design.md section 9); this
+module keeps that overhead low:
 
 * the parameters of ``M`` members live in one flat float32 buffer of shape ``(M, P)``
-  (row ``k`` is member ``k``), seen through per-parameter views of shape
-  ``(M, *shape)``; the gradients live in a buffer of the same layout;
+  (row ``k`` is member ``k``, :attr:`BatchedSemanticEQ.flat`), seen through
+  per-parameter views of shape ``(M, *shape)``; the gradients live in a buffer of the
+  same layout (:attr:`BatchedSemanticEQ.grad`);
 * every linear layer is a batched matmul over the member dimension
   (``torch.baddbmm``), and a residual block's first linear layer and its skip share
   their input, so they are one matmul to ``2·out`` columns;
 * LayerNorm runs without affine (``torch.native_layer_norm``) followed by the stacked
   gamma and beta;
-* forward and backward are written out by hand (no autograd graph), gradients are
-  written straight into the gradient buffer, and the optimiser
-  (:class:`~neural_eq_morphing.models.optim.BatchedAdam`) updates the flat buffers in a
-  handful of operations.
+* forward and backward are written out by hand (no autograd graph) and
+  :meth:`BatchedSemanticEQ.loss_and_grad` writes the gradients straight into the
+  gradient buffer, overwriting it.
+
+The optimiser is not here: :func:`~neural_eq_morphing.models.training.train` gives each
+member a ``torch.optim.Adam`` over its row of :attr:`~BatchedSemanticEQ.flat`, whose
+``.grad`` is the matching row of :attr:`~BatchedSemanticEQ.grad`.
 
 The maths is that of :class:`~neural_eq_morphing.models.modules.SemanticEQModel` with
 the losses of :mod:`neural_eq_morphing.models.losses`; the tests check values and
@@ -36,6 +42,7 @@ from neural_eq_morphing.models.modules import (
     LAYER_NORM_EPS,
     SemanticEQModel,
     build_model,
+    check_decoder_head,
     head_constants,
 )
 
@@ -89,10 +96,10 @@ class ParameterLayout:
 
     def __init__(self, model_config: Mapping[str, Any]) -> None:
         self.model_config = dict(model_config)
-        n_features = int(model_config.get("n_features", 13))
-        hidden = [int(d) for d in model_config.get("hidden_dims", (64, 128, 64))]
-        latent = int(model_config.get("latent_dim", 32))
-        projection = int(model_config.get("projection_dim", 128))
+        n_features = int(model_config["n_features"])
+        hidden = [int(d) for d in model_config["hidden_dims"]]
+        latent = int(model_config["latent_dim"])
+        projection = int(model_config["projection_dim"])
         self.entries: list[ParameterEntry] = []
         self._offset = 0
         self.encoder_widths = self._blocks("encoder", n_features, hidden)
@@ -355,10 +362,10 @@ class BatchedSemanticEQ:
         model_config: The members' :attr:`SemanticEQModel.model_config`.
         flat: Parameters, shape ``(M, layout.size)``; see :class:`ParameterLayout`.
         temperature: Temperature of the contrastive loss.
-        zscore_mean: For the Log 1 consistent-units loss: column means ``(13,)``.
-        zscore_std: For the Log 1 consistent-units loss: column stds ``(13,)``.
-        recon_in_consistent_units: Log 1 only: z-score the decoder output before the MSE
-            (otherwise the original units mismatch is kept; see
+        zscore_mean: For the consistent-units loss: column means ``(13,)``.
+        zscore_std: For the consistent-units loss: column stds ``(13,)``.
+        recon_in_consistent_units: ``plugin_units`` heads only: z-score the decoder
+            output before the MSE (otherwise the original units mismatch is kept; see
             :func:`~neural_eq_morphing.models.losses.reconstruction_loss`).
     """
 
@@ -374,7 +381,7 @@ class BatchedSemanticEQ:
     ) -> None:
         self.layout = ParameterLayout(model_config)
         self.model_config = dict(model_config)
-        self.variant = self.model_config["variant"]
+        self.decoder_head = check_decoder_head(self.model_config["decoder_head"])
         self.flat = flat.detach().to(torch.float32).contiguous()
         self.grad = torch.zeros_like(self.flat)
         self.params = _group(self.layout, self.flat)
@@ -384,11 +391,15 @@ class BatchedSemanticEQ:
         self.dropout_widths = [o for _, o in self.layout.encoder_widths] + [
             o for _, o in self.layout.decoder_widths
         ]
-        slope, scale, shift = head_constants(self.variant)
-        self._plain_sigmoid = self.variant == "log2"
+        slope, scale, shift = head_constants(self.decoder_head)
+        self._plain_sigmoid = self.decoder_head == "normalised"
         self._head = (slope, scale, shift)
         self._zscore: tuple[Tensor, Tensor] | None = None
-        if self.variant == "log1" and recon_in_consistent_units:
+        if recon_in_consistent_units:
+            if self.decoder_head != "plugin_units":
+                raise ValueError(
+                    "recon_in_consistent_units applies to the plugin_units decoder head only"
+                )
             if zscore_mean is None or zscore_std is None:
                 raise ValueError(
                     "recon_in_consistent_units needs the z-score mean and std of the normaliser"

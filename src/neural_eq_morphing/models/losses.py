@@ -1,4 +1,4 @@
-"""Losses of the semantic EQ model (DESIGN.md section 5), as differentiable torch functions.
+"""Losses of the semantic EQ model (docs/design.md section 5), as differentiable torch functions.
 
 These are the reference definitions; the batched trainer in
 :mod:`neural_eq_morphing.models.batched` computes the same quantities with hand-written
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from neural_eq_morphing.models.modules import Variant, check_variant
+from neural_eq_morphing.models.modules import DecoderHead, check_decoder_head
 
 #: Logit put on the diagonal of the similarity matrix so that ``exp`` of it is exactly 0
 #: in float32 (similarities divided by a temperature of 0.1 lie in [-10, 10]).
@@ -62,7 +62,7 @@ def supervised_contrastive_loss(
 def reconstruction_loss(
     reconstruction: Tensor,
     target: Tensor,
-    variant: Variant,
+    decoder_head: DecoderHead,
     *,
     consistent_units: bool = False,
     zscore_mean: Tensor | None = None,
@@ -70,26 +70,30 @@ def reconstruction_loss(
 ) -> Tensor:
     """Mean squared reconstruction error of one batch (mean over rows and columns).
 
-    * Log 2: MSE between the decoder output and the target, both in normalised space.
-    * Log 1, ``consistent_units=False`` (the original, failed design, reproduced on
-      purpose): MSE between the decoder output in plug-in units (dB, Hz, Q) and the
-      z-scored target — a units mismatch.
-    * Log 1, ``consistent_units=True`` (the ablation): the decoder output is z-scored
-      with ``zscore_mean`` / ``zscore_std`` before the MSE.
+    * ``"normalised"`` head (Log 2): MSE between the decoder output and the target, both
+      in normalised space.
+    * ``"plugin_units"`` head, ``consistent_units=False`` (Log 1, the original, failed
+      design, reproduced on purpose): MSE between the decoder output in plug-in units
+      (dB, Hz, Q) and the z-scored target — a units mismatch.
+    * ``"plugin_units"`` head, ``consistent_units=True`` (the ablation): the decoder
+      output is z-scored with ``zscore_mean`` / ``zscore_std`` before the MSE.
 
     Args:
         reconstruction: Decoder output, shape ``(..., batch, 13)``.
         target: Normalised target features, same shape.
-        variant: ``"log1"`` or ``"log2"``.
-        consistent_units: See above; ignored for Log 2, which is consistent already.
+        decoder_head: ``"plugin_units"`` or ``"normalised"``.
+        consistent_units: See above; ``plugin_units`` heads only (the normalised head is
+            consistent already; asking for it there is an error).
         zscore_mean: Column means of the z-score normaliser, shape ``(13,)``.
         zscore_std: Column standard deviations of the z-score normaliser, shape ``(13,)``.
 
     Returns:
         The loss, of shape ``reconstruction.shape[:-2]``.
     """
-    check_variant(variant)
-    if variant == "log1" and consistent_units:
+    check_decoder_head(decoder_head)
+    if consistent_units:
+        if decoder_head != "plugin_units":
+            raise ValueError("consistent_units applies to the plugin_units decoder head only")
         if zscore_mean is None or zscore_std is None:
             raise ValueError("consistent units need the z-score mean and std of the normaliser")
         reconstruction = (reconstruction - zscore_mean) / zscore_std

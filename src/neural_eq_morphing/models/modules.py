@@ -1,4 +1,4 @@
-"""Plain ``torch.nn`` modules of the semantic EQ model (DESIGN.md section 5).
+"""Plain ``torch.nn`` modules of the semantic EQ model (docs/design.md section 5).
 
 These are the modules used for inference, export and logging. Training runs through the
 batched implementation in :mod:`neural_eq_morphing.models.batched`, which stores the very
@@ -10,16 +10,18 @@ Layout of one model (``hidden_dims = (64, 128, 64)``, ``latent_dim = 32``):
 * encoder: residual blocks 13 → 64 → 128 → 64, then ``Linear(64, 64)`` → ReLU →
   ``Linear(64, 32)`` → tanh — the latent;
 * projection: ``Linear(32, 128)``, used only by the contrastive loss;
-* decoder: residual blocks 32 → 64 → 128 → 64, then ``Linear(64, 13)`` and a head:
+* decoder: residual blocks 32 → 64 → 128 → 64, then ``Linear(64, 13)`` and a head, the
+  one thing a design chooses here (``decoder_head``):
 
-  * Log 2: 13 sigmoid outputs in normalised space, always inside [0, 1];
-  * Log 1: outputs in plug-in units: gains ``12·tanh``, frequencies a sigmoid mapped
-    linearly to the band's limits in Hz, Q ``9.9·sigmoid + 0.1``.
+  * ``"normalised"`` (Log 2): 13 sigmoid outputs in normalised space, always inside
+    [0, 1];
+  * ``"plugin_units"`` (Log 1): outputs in plug-in units: gains ``12·tanh``, frequencies
+    a sigmoid mapped linearly to the band's limits in Hz, Q ``9.9·sigmoid + 0.1``.
 
 Both heads are written as one affine sigmoid ``scale · sigmoid(slope · o) + shift`` per
 column: ``12·tanh(o) = 24·sigmoid(2·o) - 12`` exactly, so the gain columns use slope 2,
-scale ``max - min`` and shift ``min``; every other column uses slope 1. Log 2 uses slope 1,
-scale 1 and shift 0, which is the plain sigmoid.
+scale ``max - min`` and shift ``min``; every other column uses slope 1. The normalised
+head uses slope 1, scale 1 and shift 0, which is the plain sigmoid.
 """
 
 from __future__ import annotations
@@ -38,9 +40,11 @@ from neural_eq_morphing.eq.parameters import (
     indices_of_kind,
 )
 
-Variant = Literal["log1", "log2"]
-#: The two reproduced designs.
-VARIANTS: tuple[str, ...] = get_args(Variant)
+DecoderHead = Literal["plugin_units", "normalised"]
+#: The decoder heads: outputs in plug-in units (dB, Hz, Q) or in normalised space.
+DECODER_HEADS: tuple[str, ...] = get_args(DecoderHead)
+#: ``model_config["variant"]`` of files written before ``decoder_head`` replaced it.
+LEGACY_VARIANT_HEADS: dict[str, str] = {"log1": "plugin_units", "log2": "normalised"}
 
 #: Widths of the three residual blocks of the encoder (the decoder uses the same widths).
 DEFAULT_HIDDEN_DIMS: tuple[int, ...] = (64, 128, 64)
@@ -51,28 +55,30 @@ DEFAULT_DROPOUT = 0.1
 LAYER_NORM_EPS = 1e-5
 
 
-def check_variant(variant: str) -> Variant:
-    """Return ``variant`` if it names a known design, else raise a ``ValueError``."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown model variant {variant!r}; expected one of {list(VARIANTS)}")
-    return variant  # type: ignore[return-value]
+def check_decoder_head(decoder_head: str) -> DecoderHead:
+    """Return ``decoder_head`` if it names a known head, else raise a ``ValueError``."""
+    if decoder_head not in DECODER_HEADS:
+        raise ValueError(
+            f"unknown decoder_head {decoder_head!r}; expected one of {list(DECODER_HEADS)}"
+        )
+    return decoder_head  # type: ignore[return-value]
 
 
-def head_constants(variant: Variant) -> tuple[Tensor, Tensor, Tensor]:
+def head_constants(decoder_head: DecoderHead) -> tuple[Tensor, Tensor, Tensor]:
     """Return the per-column ``(slope, scale, shift)`` of a decoder head.
 
     The head maps the last linear layer's output ``o`` to
     ``scale * sigmoid(slope * o) + shift`` (see the module docstring).
 
     Args:
-        variant: ``"log1"`` (plug-in units) or ``"log2"`` (normalised space).
+        decoder_head: ``"plugin_units"`` or ``"normalised"``.
 
     Returns:
         Three float32 tensors of shape ``(13,)``.
     """
-    check_variant(variant)
+    check_decoder_head(decoder_head)
     slope = torch.ones(N_PARAMETERS, dtype=torch.float32)
-    if variant == "log2":
+    if decoder_head == "normalised":
         return slope, torch.ones(N_PARAMETERS), torch.zeros(N_PARAMETERS)
     lower = torch.tensor(LOWER_LIMITS, dtype=torch.float64)
     upper = torch.tensor(UPPER_LIMITS, dtype=torch.float64)
@@ -137,7 +143,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Residual MLP from the latent to the 13 outputs, with the variant's head."""
+    """Residual MLP from the latent to the 13 outputs, with its head (``decoder_head``)."""
 
     head_slope: Tensor
     head_scale: Tensor
@@ -145,17 +151,17 @@ class Decoder(nn.Module):
 
     def __init__(
         self,
-        variant: Variant,
+        decoder_head: DecoderHead,
         n_features: int = N_PARAMETERS,
         hidden_dims: Sequence[int] = DEFAULT_HIDDEN_DIMS,
         latent_dim: int = DEFAULT_LATENT_DIM,
         dropout: float = DEFAULT_DROPOUT,
     ) -> None:
         super().__init__()
-        self.variant = check_variant(variant)
+        self.decoder_head = check_decoder_head(decoder_head)
         self.blocks = _residual_stack(latent_dim, hidden_dims, dropout)
         self.head = nn.Linear(hidden_dims[-1], n_features)
-        slope, scale, shift = head_constants(variant)
+        slope, scale, shift = head_constants(decoder_head)
         self.register_buffer("head_slope", slope, persistent=False)
         self.register_buffer("head_scale", scale, persistent=False)
         self.register_buffer("head_shift", shift, persistent=False)
@@ -163,7 +169,7 @@ class Decoder(nn.Module):
     def forward(self, latent: Tensor) -> Tensor:
         """Map latents ``(..., latent_dim)`` to outputs ``(..., 13)``.
 
-        Log 2 outputs lie in [0, 1] (normalised space); Log 1 outputs lie inside the
+        The normalised head's outputs lie in [0, 1]; the plug-in-units head's inside the
         plug-in limits (dB, Hz, Q).
         """
         x = latent
@@ -173,10 +179,10 @@ class Decoder(nn.Module):
 
 
 class SemanticEQModel(nn.Module):
-    """Encoder, contrastive projection and decoder of one variant.
+    """Encoder, contrastive projection and decoder.
 
     Args:
-        variant: ``"log1"`` or ``"log2"`` (selects the decoder head).
+        decoder_head: ``"plugin_units"`` or ``"normalised"`` (see the module docstring).
         n_features: Number of EQ parameters (13).
         hidden_dims: Widths of the residual blocks of encoder and decoder.
         latent_dim: Size of the latent space.
@@ -189,7 +195,7 @@ class SemanticEQModel(nn.Module):
 
     def __init__(
         self,
-        variant: Variant = "log2",
+        decoder_head: DecoderHead,
         *,
         n_features: int = N_PARAMETERS,
         hidden_dims: Sequence[int] = DEFAULT_HIDDEN_DIMS,
@@ -203,7 +209,7 @@ class SemanticEQModel(nn.Module):
             raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
         if len(hidden_dims) < 1:
             raise ValueError("hidden_dims needs at least one block width")
-        self.variant = check_variant(variant)
+        self.decoder_head = check_decoder_head(decoder_head)
         self.n_features = int(n_features)
         self.hidden_dims = tuple(int(d) for d in hidden_dims)
         self.latent_dim = int(latent_dim)
@@ -213,7 +219,7 @@ class SemanticEQModel(nn.Module):
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             self.encoder = Encoder(n_features, self.hidden_dims, latent_dim, dropout)
             self.projection = nn.Linear(latent_dim, projection_dim)
-            self.decoder = Decoder(variant, n_features, self.hidden_dims, latent_dim, dropout)
+            self.decoder = Decoder(decoder_head, n_features, self.hidden_dims, latent_dim, dropout)
         if seed is not None:
             initialise_parameters(self, torch.Generator().manual_seed(int(seed)))
 
@@ -221,7 +227,7 @@ class SemanticEQModel(nn.Module):
     def model_config(self) -> dict[str, Any]:
         """A JSON-able description from which :func:`build_model` rebuilds the module."""
         return {
-            "variant": self.variant,
+            "decoder_head": self.decoder_head,
             "n_features": self.n_features,
             "hidden_dims": list(self.hidden_dims),
             "latent_dim": self.latent_dim,
@@ -240,7 +246,7 @@ class SemanticEQModel(nn.Module):
     def decode(self, latent: Tensor) -> Tensor:
         """Map latents to the decoder output.
 
-        The output is in normalised space for Log 2 and in plug-in units for Log 1.
+        The output is in normalised space or in plug-in units, after ``decoder_head``.
         """
         return self.decoder(latent)
 
@@ -250,18 +256,44 @@ class SemanticEQModel(nn.Module):
         return latent, self.project(latent), self.decode(latent)
 
 
+_MODEL_CONFIG_KEYS = (
+    "decoder_head",
+    "n_features",
+    "hidden_dims",
+    "latent_dim",
+    "projection_dim",
+    "dropout",
+)
+
+
 def build_model(config: Mapping[str, Any]) -> SemanticEQModel:
     """Rebuild an (untrained) :class:`SemanticEQModel` from its ``model_config``.
 
     Load the weights afterwards with ``model.load_state_dict(...)``.
+
+    A config written before ``decoder_head`` replaced ``variant`` (models saved by earlier
+    versions of the project) is read too: ``"variant": "log1"`` means
+    ``"decoder_head": "plugin_units"`` and ``"log2"`` means ``"normalised"``.
     """
-    known = {"variant", "n_features", "hidden_dims", "latent_dim", "projection_dim", "dropout"}
-    unknown = sorted(set(config) - known)
+    values = dict(config)
+    if "variant" in values:
+        if "decoder_head" in values:
+            raise ValueError("model config has both 'variant' and 'decoder_head'")
+        variant = values.pop("variant")
+        if variant not in LEGACY_VARIANT_HEADS:
+            raise ValueError(
+                f"unknown model variant {variant!r} in an old model config; "
+                f"expected one of {list(LEGACY_VARIANT_HEADS)}"
+            )
+        values["decoder_head"] = LEGACY_VARIANT_HEADS[variant]
+    unknown = sorted(set(values) - set(_MODEL_CONFIG_KEYS))
     if unknown:
-        raise ValueError(f"unknown model config key(s) {unknown}; expected some of {sorted(known)}")
-    if "variant" not in config:
-        raise ValueError("model config lacks the field 'variant'")
-    return SemanticEQModel(**dict(config))
+        raise ValueError(
+            f"unknown model config key(s) {unknown}; expected some of {list(_MODEL_CONFIG_KEYS)}"
+        )
+    if "decoder_head" not in values:
+        raise ValueError("model config lacks the field 'decoder_head'")
+    return SemanticEQModel(**values)
 
 
 @torch.no_grad()

@@ -1,26 +1,42 @@
-"""Training of the semantic EQ models: one seed, or several seeds as one batched ensemble.
+"""Training of the semantic EQ models: one model per seed, the seeds as a batched ensemble.
 
-:func:`train` trains one :class:`~neural_eq_morphing.models.modules.SemanticEQModel` per
-seed. The seeds run together through
-:class:`~neural_eq_morphing.models.batched.BatchedSemanticEQ` (split into a few groups
-trained in parallel threads, see :attr:`TrainingConfig.workers`), yet every member gets
-the training it would get alone: its own ``torch.Generator`` (seeded with its seed)
-draws, in this order, its initial weights, then per epoch its batch permutation and per
-step its dropout masks; it has its own Adam learning rate and its own ReduceLROnPlateau
-state. Batched and solo runs of a seed differ only by float round-off (about 1e-8 after
-an epoch). Same seeds, data, config and thread count ⇒ bit-identical results.
+:func:`train` drives the epochs and goes down the stack once:
+
+1. :mod:`~neural_eq_morphing.models.modules` gives each seed's initial
+   :class:`~neural_eq_morphing.models.modules.SemanticEQModel`;
+2. :class:`~neural_eq_morphing.models.batched.BatchedSemanticEQ` stacks them and computes
+   every step's losses and gradients (hand-written, batched over the members: the point
+   of the project's training speed, docs/design.md section 9);
+3. ``torch.optim.Adam`` (one per member, over the member's row of the flat parameter
+   buffer, whose ``.grad`` is the matching row of the gradient buffer) makes the step,
+   and ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (one per member, on its validation
+   loss) the LR schedule: the public torch classes, so their arithmetic is torch's own.
+
+Every member gets the training it would get alone: its own ``torch.Generator`` (seeded
+with its seed) draws, in this order, its initial weights, then per epoch its batch
+permutation and per step its dropout masks; it has its own Adam state and learning rate
+and its own plateau schedule. Batched and solo runs of a seed differ only by float
+round-off (about 1e-8 after an epoch, amplified over a long run). Same seeds, data,
+config and thread count ⇒ bit-identical results.
 
 Per epoch: shuffled mini-batches (the last one may be smaller), loss
 ``reconstruction + w · contrastive`` with the epoch's contrastive weight ``w``, one Adam
 step per batch; then the validation losses in eval mode (no dropout) over consecutive
-batches of ``batch_size`` rows; then the LR schedule (Log 2) on the validation total loss.
-Training losses are means over the epoch's batches, validation losses means over the
-validation batches. Nothing touches the disk.
+batches of ``batch_size`` rows; then the LR schedule (if any) on the validation total
+loss. Training losses are means over the epoch's batches, validation losses means over
+the validation batches.
 
-Process-wide effects while :func:`train` runs: ``torch.set_num_threads`` is changed (and
-restored afterwards), and, with ``keep_freed_memory``, glibc's malloc thresholds are
-raised for the rest of the process (:mod:`neural_eq_morphing.models.allocator`). The
-global torch RNG is not touched.
+Groups (:attr:`TrainingConfig.workers`): the members may be split into a few contiguous
+groups, each a ``BatchedSemanticEQ`` trained in its own thread with a single intra-op
+thread, all groups finishing an epoch before the next starts. On the 2-core target a
+5-member ensemble in 2 groups ran 5-37x faster than one group on 2 intra-op threads
+while the machine was busy with other work (OpenMP threads wait for each other at every
+operation when a core is taken; benchmarks/train_speed.py ``--workers``).
+
+Nothing touches the disk, and torch's global RNG is not used. The one process-wide
+effect: while more than one group trains, torch's intra-op thread count is
+``torch.get_num_threads() // workers`` (set with ``torch.set_num_threads`` and restored
+afterwards).
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -39,17 +55,14 @@ import torch
 from torch import Tensor
 
 from neural_eq_morphing.eq.parameters import N_PARAMETERS
-from neural_eq_morphing.models.allocator import keep_freed_memory
 from neural_eq_morphing.models.batched import BatchedSemanticEQ
 from neural_eq_morphing.models.modules import (
-    DEFAULT_HIDDEN_DIMS,
+    DecoderHead,
     SemanticEQModel,
-    Variant,
     build_model,
-    check_variant,
+    check_decoder_head,
     initialise_parameters,
 )
-from neural_eq_morphing.models.optim import BatchedAdam, PlateauScheduler
 from neural_eq_morphing.models.progress import EpochReport, ProgressCallback
 
 #: Columns of :attr:`TrainingResult.history`, in order.
@@ -66,37 +79,24 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "learning_rate",
 )
 
-_VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "log1": {
-        "epochs": 100,
-        "batch_size": 32,
-        "contrastive_weight_start": 0.5,
-        "contrastive_weight_end": 0.5,
-        "lr_schedule": False,
-    },
-    "log2": {
-        "epochs": 150,
-        "batch_size": 64,
-        "contrastive_weight_start": 0.1,
-        "contrastive_weight_end": 0.5,
-        "lr_schedule": True,
-    },
-}
-
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Every hyper-parameter of a training run (DESIGN.md section 5).
+    """Every hyper-parameter of a training run (docs/design.md section 5).
 
-    The field defaults are Log 2's; :meth:`for_variant` gives either variant's defaults.
+    A design's values live in ``conf/base/parameters_designs.yml`` (its ``training``
+    block, less ``seed``): the fields a design sets have no default here. The fields with
+    a default are implementation knobs.
 
     Attributes:
-        variant: ``"log1"`` or ``"log2"``.
+        decoder_head: ``"plugin_units"`` or ``"normalised"`` (see
+            :mod:`~neural_eq_morphing.models.modules`).
+        recon_in_consistent_units: ``plugin_units`` heads only: z-score the decoder
+            output before the MSE (the ablation); ``False`` keeps the original units
+            mismatch. ``True`` with the ``normalised`` head is an error.
         epochs: Number of epochs.
         batch_size: Rows per training (and validation) batch.
         learning_rate: Initial Adam learning rate.
-        betas: Adam's ``(beta1, beta2)``.
-        eps: Adam's ``eps``.
         dropout: Dropout probability inside the residual blocks.
         hidden_dims: Widths of the residual blocks of encoder and decoder.
         latent_dim: Size of the latent space.
@@ -107,86 +107,96 @@ class TrainingConfig:
         lr_schedule: Use ReduceLROnPlateau on the validation total loss.
         lr_factor: LR multiplier of the schedule.
         lr_patience: Epochs without improvement before the LR is reduced.
-        lr_threshold: Relative improvement the schedule counts as better.
-        recon_in_consistent_units: Log 1 only: z-score the decoder output before the MSE
-            (the ablation); ``False`` keeps the original units mismatch.
+        betas: Adam's ``(beta1, beta2)`` (torch's default).
+        eps: Adam's ``eps`` (torch's default).
+        lr_threshold: Relative improvement the schedule counts as better (torch's
+            default).
         seeds: Seeds of the members trained (overridable in :func:`train`).
-        num_threads: Threads for the whole run (``torch.set_num_threads`` during
-            training); ``None`` uses the current ``torch.get_num_threads()``.
-        workers: Member groups trained in parallel threads, each with
-            ``num_threads // workers`` intra-op threads; ``None`` picks
-            ``min(members, num_threads)``. On the 2-core target, a 5-seed ensemble in 2
-            single-threaded groups ran ~20 % faster than one 2-threaded batch while the
-            machine was contended, and about as fast otherwise. A member's result depends
-            on its group only through float round-off (amplified over a long run); for a
-            fixed config and thread count it is bit-reproducible.
-        fused_adam: Use torch's fused Adam kernel (``Adam(fused=True)`` arithmetic);
-            ``False`` reproduces the default ``torch.optim.Adam`` bit for bit, a little
-            slower; ``None`` picks fused where available.
-        keep_freed_memory: Raise glibc's malloc thresholds for the process (see
-            :mod:`neural_eq_morphing.models.allocator`); a large speed-up on Linux.
+        workers: Member groups trained in parallel threads (see the module docstring);
+            ``None`` picks ``min(members, torch.get_num_threads())``. A member's result
+            depends on its group only through float round-off; for a fixed config and
+            thread count it is bit-reproducible.
+        fused_adam: ``torch.optim.Adam(fused=True)``, one kernel per member and step;
+            ``False`` uses torch's default (single-tensor) Adam, a little slower. The two
+            agree to float round-off.
     """
 
-    variant: Variant = "log2"
-    epochs: int = 150
-    batch_size: int = 64
-    learning_rate: float = 1e-3
+    decoder_head: DecoderHead
+    recon_in_consistent_units: bool
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    dropout: float
+    hidden_dims: tuple[int, ...]
+    latent_dim: int
+    projection_dim: int
+    temperature: float
+    contrastive_weight_start: float
+    contrastive_weight_end: float
+    lr_schedule: bool
+    lr_factor: float
+    lr_patience: int
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    dropout: float = 0.1
-    hidden_dims: tuple[int, ...] = DEFAULT_HIDDEN_DIMS
-    latent_dim: int = 32
-    projection_dim: int = 128
-    temperature: float = 0.1
-    contrastive_weight_start: float = 0.1
-    contrastive_weight_end: float = 0.5
-    lr_schedule: bool = True
-    lr_factor: float = 0.5
-    lr_patience: int = 20
     lr_threshold: float = 1e-4
-    recon_in_consistent_units: bool = False
     seeds: tuple[int, ...] = (0,)
-    num_threads: int | None = None
     workers: int | None = None
-    fused_adam: bool | None = None
-    keep_freed_memory: bool = True
+    fused_adam: bool = True
 
     def __post_init__(self) -> None:
-        check_variant(self.variant)
+        check_decoder_head(self.decoder_head)
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "hidden_dims", tuple(int(d) for d in self.hidden_dims))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if len(self.betas) != 2:
-            raise ValueError(f"betas needs two values, got {self.betas}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
-        if self.num_threads is not None and self.num_threads < 1:
-            raise ValueError(f"num_threads must be at least 1, got {self.num_threads}")
-        if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
-
-    @classmethod
-    def for_variant(cls, variant: Variant, **overrides: Any) -> TrainingConfig:
-        """Return the configuration of ``variant`` (Log 1 or Log 2), with ``overrides``."""
-        check_variant(variant)
-        return cls.from_dict({"variant": variant, **_VARIANT_DEFAULTS[variant], **overrides})
+        checks = [
+            (
+                not self.recon_in_consistent_units or self.decoder_head == "plugin_units",
+                "recon_in_consistent_units applies to the plugin_units decoder head only, "
+                f"not to {self.decoder_head!r}",
+            ),
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
+            (0.0 <= self.dropout < 1.0, f"dropout must lie in [0, 1), got {self.dropout}"),
+            (len(self.hidden_dims) >= 1, "hidden_dims needs at least one block width"),
+            (self.temperature > 0, f"temperature must be positive, got {self.temperature}"),
+            (
+                self.learning_rate > 0,
+                f"learning_rate must be positive, got {self.learning_rate}",
+            ),
+            (0.0 < self.lr_factor < 1.0, f"lr_factor must lie in (0, 1), got {self.lr_factor}"),
+            (self.lr_patience >= 0, f"lr_patience must be at least 0, got {self.lr_patience}"),
+            (len(self.betas) == 2, f"betas needs two values, got {self.betas}"),
+            (
+                len(set(self.seeds)) == len(self.seeds),
+                f"seeds must be distinct, got {list(self.seeds)}",
+            ),
+            (
+                self.workers is None or self.workers >= 1,
+                f"workers must be at least 1, got {self.workers}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
-        """Build from a plain mapping (e.g. Kedro parameters); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        """Build from a plain mapping (a design's ``training`` block less ``seed``).
+
+        Unknown keys and missing required keys are errors that name the expected ones.
+        """
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
         if unknown:
+            hint = " (pass the seed to train(seeds=...))" if "seed" in unknown else ""
             raise ValueError(
-                f"unknown training parameter(s) {unknown}; expected some of {sorted(known)}"
+                f"unknown training parameter(s) {unknown}{hint}; expected some of {known}"
+            )
+        missing = [name for name in required_fields() if name not in values]
+        if missing:
+            raise ValueError(
+                f"missing training parameter(s) {missing}; a design's training block "
+                f"must set all of {list(required_fields())}"
             )
         return cls(**dict(values))
 
@@ -200,7 +210,7 @@ class TrainingConfig:
     def model_config(self) -> dict[str, Any]:
         """The :attr:`SemanticEQModel.model_config` of the models this config trains."""
         return {
-            "variant": self.variant,
+            "decoder_head": self.decoder_head,
             "n_features": N_PARAMETERS,
             "hidden_dims": list(self.hidden_dims),
             "latent_dim": self.latent_dim,
@@ -216,12 +226,21 @@ class TrainingConfig:
         return [start + (end - start) * e / (self.epochs - 1) for e in range(self.epochs)]
 
 
+def required_fields() -> tuple[str, ...]:
+    """The :class:`TrainingConfig` fields without a default: those a design must set."""
+    return tuple(
+        f.name
+        for f in fields(TrainingConfig)
+        if f.default is MISSING and f.default_factory is MISSING
+    )
+
+
 @dataclass(frozen=True)
 class TrainingTiming:
     """Wall-clock figures of a run.
 
     Attributes:
-        setup_s: Seconds spent before the first epoch (data, initialisation).
+        setup_s: Seconds spent outside the epochs (data, initialisation, export).
         train_s: Seconds spent in the epochs (training and validation).
         epochs: Number of epochs run.
         members: Number of models trained together.
@@ -256,7 +275,8 @@ class TrainingResult:
 
     Attributes:
         models: One trained :class:`SemanticEQModel` per seed, in eval mode.
-        history: One row per seed and epoch; columns :data:`HISTORY_COLUMNS`.
+        history: One row per seed and epoch (seeds in the order given, epochs ascending);
+            columns :data:`HISTORY_COLUMNS`.
         seeds: The seeds, in the order of ``models``.
         config: The configuration used.
         timing: Wall-clock figures.
@@ -267,20 +287,14 @@ class TrainingResult:
     seeds: list[int]
     config: TrainingConfig
     timing: TrainingTiming
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def _threads(num_threads: int | None) -> Iterator[None]:
-    if num_threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+@dataclass
+class _Data:
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
 
 
 def _features(values: Any, name: str) -> Tensor:
@@ -323,6 +337,84 @@ def initial_models(
     return models
 
 
+class MemberAdam:
+    """Adam and ReduceLROnPlateau for the members of one batched ensemble, each its own.
+
+    One ``torch.optim.Adam`` holds every member's row of ``ensemble.flat`` as a parameter
+    of its own (its ``.grad`` is the matching row of ``ensemble.grad``, which
+    :meth:`~BatchedSemanticEQ.loss_and_grad` overwrites in place every step), so each
+    member has its own Adam state. Members whose learning rates are equal share a
+    parameter group: a step is one fused kernel call per distinct learning rate (one
+    until a schedule reduces), not one per member. Adam's arithmetic is elementwise, so
+    this is bit-identical to one ``torch.optim.Adam`` per member.
+
+    A member's learning rate lives in its own ``torch.optim.Optimizer`` over its row
+    (:attr:`members`, never stepped): its ``ReduceLROnPlateau`` acts on that, and
+    :meth:`end_epoch` regroups Adam's parameter groups after the schedules stepped.
+
+    Build it outside ``torch.inference_mode`` (the rows must be ordinary tensors);
+    stepping inside it is fine.
+
+    Args:
+        config: ``learning_rate``, ``betas``, ``eps``, ``fused_adam`` and the schedule
+            (``lr_schedule``, ``lr_factor``, ``lr_patience``, ``lr_threshold``).
+        ensemble: The members.
+    """
+
+    def __init__(self, config: TrainingConfig, ensemble: BatchedSemanticEQ) -> None:
+        self.rows = [ensemble.flat[k] for k in range(ensemble.members)]
+        for row, grad in zip(self.rows, ensemble.grad, strict=True):
+            row.grad = grad
+        kernel = {"fused": True} if config.fused_adam else {"foreach": False}
+        self.adam = torch.optim.Adam(
+            self.rows, lr=config.learning_rate, betas=config.betas, eps=config.eps, **kernel
+        )
+        self.members = [
+            torch.optim.Optimizer([row], {"lr": config.learning_rate}) for row in self.rows
+        ]
+        self.schedulers = [
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                member,
+                mode="min",
+                factor=config.lr_factor,
+                patience=config.lr_patience,
+                threshold=config.lr_threshold,
+            )
+            for member in self.members
+            if config.lr_schedule
+        ]
+
+    @property
+    def learning_rates(self) -> list[float]:
+        """The members' current learning rates."""
+        return [float(member.param_groups[0]["lr"]) for member in self.members]
+
+    def step(self) -> None:
+        """One Adam step of every member with the gradient now in ``ensemble.grad``."""
+        self.adam.step()
+
+    def end_epoch(self, val_losses: Sequence[float]) -> None:
+        """Step every member's schedule on its validation loss (if there is a schedule)."""
+        for scheduler, loss in zip(self.schedulers, val_losses, strict=False):
+            scheduler.step(loss)
+        self._regroup()
+
+    def _regroup(self) -> None:
+        """One Adam parameter group per distinct member learning rate."""
+        lrs = self.learning_rates
+        grouped = {id(p): group["lr"] for group in self.adam.param_groups for p in group["params"]}
+        if all(grouped[id(row)] == lr for row, lr in zip(self.rows, lrs, strict=True)):
+            return
+        settings = {k: v for k, v in self.adam.param_groups[0].items() if k not in ("params", "lr")}
+        cohorts: dict[float, list[Tensor]] = {}
+        for row, lr in zip(self.rows, lrs, strict=True):
+            cohorts.setdefault(lr, []).append(row)
+        # Adam's state is keyed by the parameter tensors, so it survives the regrouping.
+        self.adam.param_groups.clear()
+        for lr, rows in cohorts.items():
+            self.adam.add_param_group({**settings, "params": rows, "lr": lr})
+
+
 def train(
     config: TrainingConfig,
     train_features: Any,
@@ -337,12 +429,6 @@ def train(
 ) -> TrainingResult:
     """Train one model per seed, the seeds batched together as one ensemble.
 
-    Members are split into ``workers`` contiguous groups (see
-    :attr:`TrainingConfig.workers`); each group is one
-    :class:`~neural_eq_morphing.models.batched.BatchedSemanticEQ` trained in its own
-    thread. Grouping changes nothing but float round-off: every member has its own
-    generator, optimiser state and LR schedule.
-
     Args:
         config: Hyper-parameters (see :class:`TrainingConfig`).
         train_features: Normalised training features ``(n, 13)``; also the target.
@@ -350,11 +436,11 @@ def train(
         val_features: Normalised validation features ``(n_val, 13)``.
         val_labels: Integer term ids of the validation rows ``(n_val,)``.
         seeds: Seeds of the members; defaults to ``config.seeds``.
-        zscore_mean: Column means of the z-score normaliser ``(13,)``; needed by Log 1
-            with ``recon_in_consistent_units``.
+        zscore_mean: Column means of the z-score normaliser ``(13,)``; needed with
+            ``recon_in_consistent_units``.
         zscore_std: Column standard deviations of the z-score normaliser ``(13,)``.
-        progress: Called after every epoch (once all members finished it) with an
-            :class:`~neural_eq_morphing.models.progress.EpochReport`; see
+        progress: Called after every epoch with an
+            :class:`~neural_eq_morphing.models.progress.EpochReport` of all members; see
             :func:`~neural_eq_morphing.models.progress.default_progress`.
 
     Returns:
@@ -373,143 +459,148 @@ def train(
         x_val=_features(val_features, "val_features"),
         y_val=_labels(val_labels, len(val_features), "val_labels"),
     )
-    consistent = config.variant == "log1" and config.recon_in_consistent_units
+    consistent = config.recon_in_consistent_units
     if consistent and (zscore_mean is None or zscore_std is None):
         raise ValueError(
-            "Log 1 with recon_in_consistent_units needs zscore_mean and zscore_std "
+            "recon_in_consistent_units needs zscore_mean and zscore_std "
             "(the z-score normaliser's mean and std vectors)"
         )
     mean = _vector(zscore_mean, "zscore_mean") if zscore_mean is not None else None
     std = _vector(zscore_std, "zscore_std") if zscore_std is not None else None
     if std is not None and bool((std <= 0).any()):
         raise ValueError("zscore_std must be positive in every column")
-    if config.keep_freed_memory:
-        keep_freed_memory()
 
-    threads = config.num_threads or torch.get_num_threads()
+    threads = torch.get_num_threads()
     workers = min(len(seeds), config.workers or threads)
-    intra_op = threads if workers == 1 else max(1, threads // workers)
-    # inference_mode: nothing here uses autograd, and it makes every op a little cheaper.
-    with _threads(intra_op), torch.inference_mode():
-        # Initialise in this thread: fork_rng must not race with other threads.
-        generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-        models = initial_models(config, generators)
-        groups = [
-            _Group(
-                index=g,
-                members=members,
-                ensemble=BatchedSemanticEQ.from_models(
-                    [models[k] for k in members],
-                    temperature=config.temperature,
-                    zscore_mean=mean,
-                    zscore_std=std,
-                    recon_in_consistent_units=consistent,
-                ),
-                generators=[generators[k] for k in members],
-            )
-            for g, members in enumerate(_split(len(seeds), workers))
-        ]
-        merger = _ProgressMerger(progress, len(groups)) if progress is not None else None
-        epochs_started = time.perf_counter()
-        if len(groups) == 1:
-            _run_group(config, groups[0], data, merger, started=started, stop=threading.Event())
-        else:
-            _run_parallel(config, groups, data, merger, started)
-        train_s = time.perf_counter() - epochs_started
-    # Export outside inference mode, so the modules' parameters are ordinary tensors.
-    trained = [group.ensemble.export(k) for group in groups for k in range(len(group.members))]
-    history = _history(groups)
-    epoch_s = np.max([group.epoch_s for group in groups], axis=0)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    models = initial_models(config, generators)
+    groups = [
+        _Group.of(
+            config,
+            [seeds[k] for k in members],
+            [models[k] for k in members],
+            [generators[k] for k in members],
+            mean,
+            std,
+        )
+        for members in _split(len(seeds), workers)
+    ]
+    reporter = _EpochReporter(config, groups, progress, started)
+    epochs_started = time.perf_counter()
+    if len(groups) == 1:
+        _run_group(config, groups[0], data, reporter, threading.Event())
+    else:
+        with _intra_op_threads(max(1, threads // len(groups))):
+            _run_parallel(config, groups, data, reporter)
+    train_s = time.perf_counter() - epochs_started
+    trained = [group.ensemble.export(k) for group in groups for k in range(group.ensemble.members)]
+    columns: dict[str, list[Any]] = {name: [] for name in HISTORY_COLUMNS}
+    for epoch in range(1, config.epochs + 1):
+        _append(columns, reporter.record(epoch))
     timing = TrainingTiming(
         setup_s=time.perf_counter() - started - train_s,
         train_s=train_s,
         epochs=config.epochs,
         members=len(seeds),
-        epoch_s=tuple(float(v) for v in epoch_s),
+        epoch_s=tuple(np.max([group.epoch_s for group in groups], axis=0).tolist()),
     )
-    return TrainingResult(trained, history, seeds, config, timing)
-
-
-@dataclass
-class _Data:
-    x_train: Tensor
-    y_train: Tensor
-    x_val: Tensor
-    y_val: Tensor
+    return TrainingResult(trained, _history(columns, seeds), seeds, config, timing)
 
 
 @dataclass
 class _Group:
-    """Members trained together in one thread, and what their training recorded."""
+    """Members trained together as one batched model, in one thread, and their records."""
 
-    index: int
-    members: list[int]
     ensemble: BatchedSemanticEQ
     generators: list[torch.Generator]
-    records: list[np.ndarray] = field(default_factory=list)
+    optimiser: MemberAdam
+    seeds: list[int]
+    records: list[dict[str, list[Any]]] = field(default_factory=list)
     epoch_s: list[float] = field(default_factory=list)
 
+    @classmethod
+    def of(
+        cls,
+        config: TrainingConfig,
+        seeds: list[int],
+        models: Sequence[SemanticEQModel],
+        generators: list[torch.Generator],
+        zscore_mean: Tensor | None,
+        zscore_std: Tensor | None,
+    ) -> _Group:
+        ensemble = BatchedSemanticEQ.from_models(
+            models,
+            temperature=config.temperature,
+            zscore_mean=zscore_mean,
+            zscore_std=zscore_std,
+            recon_in_consistent_units=config.recon_in_consistent_units,
+        )
+        return cls(ensemble, generators, MemberAdam(config, ensemble), seeds)
 
-def _split(members: int, groups: int) -> list[list[int]]:
-    """Contiguous groups of member indices with sizes as equal as possible."""
-    base, extra = divmod(members, groups)
-    out, start = [], 0
-    for g in range(groups):
-        size = base + (1 if g < extra else 0)
-        out.append(list(range(start, start + size)))
-        start += size
-    return out
 
+class _EpochReporter:
+    """Joins the groups' records of an epoch, and calls ``progress`` once all have it."""
 
-class _ProgressMerger:
-    """Joins the groups' per-epoch reports into one report per epoch for the callback."""
-
-    def __init__(self, callback: ProgressCallback, groups: int) -> None:
-        self._callback = callback
-        self._groups = groups
-        self._pending: dict[int, dict[int, EpochReport]] = {}
+    def __init__(
+        self,
+        config: TrainingConfig,
+        groups: Sequence[_Group],
+        progress: ProgressCallback | None,
+        started: float,
+    ) -> None:
+        self._config, self._groups, self._progress = config, groups, progress
+        self._started = started
+        self._finished: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, group: int, report: EpochReport) -> None:
+    def record(self, epoch: int) -> dict[str, list[Any]]:
+        """All members' values of ``epoch`` (1-based), column by column, in member order."""
+        parts = [group.records[epoch - 1] for group in self._groups]
+        record = {name: [v for part in parts for v in part[name]] for name in parts[0]}
+        seeds = [seed for group in self._groups for seed in group.seeds]
+        record.update(seed=seeds, epoch=[epoch] * len(seeds))
+        return record
+
+    def finished(self, epoch: int) -> None:
+        """A group finished ``epoch``; report it when it was the last one to."""
+        if self._progress is None:
+            return
         with self._lock:
-            parts = self._pending.setdefault(report.epoch, {})
-            parts[group] = report
-            if len(parts) < self._groups:
+            self._finished[epoch] = self._finished.get(epoch, 0) + 1
+            if self._finished[epoch] < len(self._groups):
                 return
-            del self._pending[report.epoch]
-            ordered = [parts[g] for g in range(self._groups)]
-            self._callback(
-                replace(
-                    ordered[0],
-                    seeds=sum((r.seeds for r in ordered), ()),
-                    train_loss=sum((r.train_loss for r in ordered), ()),
-                    val_loss=sum((r.val_loss for r in ordered), ()),
-                    val_reconstruction=sum((r.val_reconstruction for r in ordered), ()),
-                    val_contrastive=sum((r.val_contrastive for r in ordered), ()),
-                    learning_rates=sum((r.learning_rates for r in ordered), ()),
-                    elapsed_s=max(r.elapsed_s for r in ordered),
+            del self._finished[epoch]
+            record = self.record(epoch)
+            self._progress(
+                EpochReport(
+                    epoch=epoch,
+                    epochs=self._config.epochs,
+                    seeds=tuple(record["seed"]),
+                    train_loss=tuple(record["train_loss"]),
+                    val_loss=tuple(record["val_loss"]),
+                    val_reconstruction=tuple(record["val_reconstruction"]),
+                    val_contrastive=tuple(record["val_contrastive"]),
+                    contrastive_weight=record["contrastive_weight"][0],
+                    learning_rates=tuple(record["learning_rate"]),
+                    elapsed_s=time.perf_counter() - self._started,
                 )
             )
 
 
 def _run_parallel(
-    config: TrainingConfig,
-    groups: list[_Group],
-    data: _Data,
-    merger: _ProgressMerger | None,
-    started: float,
+    config: TrainingConfig, groups: Sequence[_Group], data: _Data, reporter: _EpochReporter
 ) -> None:
+    """Train every group in its own thread; the first error stops the others."""
     stop = threading.Event()
 
     def work(group: _Group) -> None:
         try:
-            with torch.inference_mode():
-                _run_group(config, group, data, merger, started=started, stop=stop)
+            _run_group(config, group, data, reporter, stop)
         except BaseException:
             stop.set()
             raise
 
-    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="train") as pool:
+    with ThreadPoolExecutor(len(groups), thread_name_prefix="train") as pool:
         futures = [pool.submit(work, group) for group in groups]
         try:
             for future in futures:
@@ -523,103 +614,107 @@ def _run_group(
     config: TrainingConfig,
     group: _Group,
     data: _Data,
-    merger: _ProgressMerger | None,
-    *,
-    started: float,
+    reporter: _EpochReporter,
     stop: threading.Event,
 ) -> None:
-    ensemble, generators = group.ensemble, group.generators
+    """All epochs of one group: train, validate, step the members' LR schedules."""
+    # inference_mode: nothing here uses autograd, and it makes every op a little cheaper.
+    # It is per thread, hence here.
+    with torch.inference_mode():
+        for epoch, weight in enumerate(config.contrastive_weights(), start=1):
+            if stop.is_set():
+                return
+            epoch_started = time.perf_counter()
+            record = _epoch(config, group.ensemble, group.generators, group.optimiser, data, weight)
+            group.optimiser.end_epoch(record["val_loss"])
+            group.records.append(record)
+            group.epoch_s.append(time.perf_counter() - epoch_started)
+            reporter.finished(epoch)
+
+
+def _split(members: int, groups: int) -> list[list[int]]:
+    """Contiguous groups of member indices with sizes as equal as possible."""
+    base, extra = divmod(members, groups)
+    out, start = [], 0
+    for g in range(groups):
+        size = base + (1 if g < extra else 0)
+        out.append(list(range(start, start + size)))
+        start += size
+    return out
+
+
+@contextlib.contextmanager
+def _intra_op_threads(count: int) -> Iterator[None]:
+    """Set torch's intra-op thread count for the block (nothing when it is already so)."""
+    previous = torch.get_num_threads()
+    if count == previous:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _epoch(
+    config: TrainingConfig,
+    ensemble: BatchedSemanticEQ,
+    generators: Sequence[torch.Generator],
+    optimiser: MemberAdam,
+    data: _Data,
+    weight: float,
+) -> dict[str, list[Any]]:
+    """Train every member for one epoch and validate; one value per member and column."""
     members = ensemble.members
-    seeds = tuple(config.seeds[k] for k in group.members)
     n, batch_size = data.x_train.shape[0], config.batch_size
     steps = -(-n // batch_size)
     dropout = config.dropout
     keep_scale = 1.0 / (1.0 - dropout)
     width = ensemble.dropout_width
-    optimiser = BatchedAdam(
-        ensemble.flat,
-        config.learning_rate,
-        betas=config.betas,
-        eps=config.eps,
-        fused=config.fused_adam,
-    )
-    scheduler = (
-        PlateauScheduler(
-            members,
-            factor=config.lr_factor,
-            patience=config.lr_patience,
-            threshold=config.lr_threshold,
-        )
-        if config.lr_schedule
-        else None
-    )
-    for epoch, weight in enumerate(config.contrastive_weights(), start=1):
-        if stop.is_set():
-            return
-        epoch_started = time.perf_counter()
-        lrs = list(optimiser.lrs)
-        perms = torch.stack([torch.randperm(n, generator=g) for g in generators])
-        totals = torch.zeros(2, members)
-        for step in range(steps):
-            index = perms[:, step * batch_size : (step + 1) * batch_size]
-            masks = None
-            if dropout > 0:
-                uniform = torch.empty(members, index.shape[1], width)
-                for k, generator in enumerate(generators):
-                    torch.rand((index.shape[1], width), generator=generator, out=uniform[k])
-                masks = uniform.ge_(dropout).mul_(keep_scale)
-            losses = ensemble.loss_and_grad(data.x_train[index], data.y_train[index], masks, weight)
-            optimiser.step(ensemble.grad)
-            totals[0] += losses.reconstruction
-            totals[1] += losses.contrastive
-        totals /= steps
-        val = ensemble.evaluate(data.x_val, data.y_val, batch_size)
-        val_loss = val.reconstruction + weight * val.contrastive
-        train_loss = totals[0] + weight * totals[1]
-        group.records.append(
-            np.stack(
-                [
-                    np.asarray(seeds, dtype=np.float64),
-                    np.full(members, epoch, dtype=np.float64),
-                    train_loss.double().numpy(),
-                    totals[0].double().numpy(),
-                    totals[1].double().numpy(),
-                    val_loss.double().numpy(),
-                    val.reconstruction.double().numpy(),
-                    val.contrastive.double().numpy(),
-                    np.full(members, weight),
-                    np.asarray(lrs, dtype=np.float64),
-                ],
-                axis=1,
-            )
-        )
-        if scheduler is not None:
-            optimiser.lrs = scheduler.step(val_loss.tolist(), lrs)
-        group.epoch_s.append(time.perf_counter() - epoch_started)
-        if merger is not None:
-            merger(
-                group.index,
-                EpochReport(
-                    epoch=epoch,
-                    epochs=config.epochs,
-                    seeds=seeds,
-                    train_loss=tuple(train_loss.tolist()),
-                    val_loss=tuple(val_loss.tolist()),
-                    val_reconstruction=tuple(val.reconstruction.tolist()),
-                    val_contrastive=tuple(val.contrastive.tolist()),
-                    contrastive_weight=weight,
-                    learning_rates=tuple(lrs),
-                    elapsed_s=time.perf_counter() - started,
-                ),
-            )
+    learning_rates = optimiser.learning_rates
+    perms = torch.stack([torch.randperm(n, generator=g) for g in generators])
+    totals = torch.zeros(2, members)
+    for step in range(steps):
+        index = perms[:, step * batch_size : (step + 1) * batch_size]
+        masks = None
+        if dropout > 0:
+            uniform = torch.empty(members, index.shape[1], width)
+            for k, generator in enumerate(generators):
+                torch.rand((index.shape[1], width), generator=generator, out=uniform[k])
+            masks = uniform.ge_(dropout).mul_(keep_scale)
+        losses = ensemble.loss_and_grad(data.x_train[index], data.y_train[index], masks, weight)
+        optimiser.step()
+        totals[0] += losses.reconstruction
+        totals[1] += losses.contrastive
+    totals /= steps
+    val = ensemble.evaluate(data.x_val, data.y_val, batch_size)
+    return {
+        "train_loss": (totals[0] + weight * totals[1]).tolist(),
+        "train_reconstruction": totals[0].tolist(),
+        "train_contrastive": totals[1].tolist(),
+        "val_loss": (val.reconstruction + weight * val.contrastive).tolist(),
+        "val_reconstruction": val.reconstruction.tolist(),
+        "val_contrastive": val.contrastive.tolist(),
+        "contrastive_weight": [weight] * members,
+        "learning_rate": learning_rates,
+    }
 
 
-def _history(groups: Sequence[_Group]) -> pd.DataFrame:
-    """One row per member and epoch, members in seed order, epochs ascending."""
-    # (epochs, members, columns) -> (members, epochs, columns)
-    table = np.concatenate([np.stack(group.records) for group in groups], axis=1)
-    table = table.transpose(1, 0, 2).reshape(-1, len(HISTORY_COLUMNS))
-    history = pd.DataFrame(table, columns=list(HISTORY_COLUMNS))
-    history["seed"] = history["seed"].astype(np.int64)
-    history["epoch"] = history["epoch"].astype(np.int64)
-    return history
+def _append(columns: dict[str, list[Any]], record: Mapping[str, Sequence[Any]]) -> None:
+    """Add one epoch's values (one per member) to the history, column by column name."""
+    if record.keys() != columns.keys():
+        raise RuntimeError(
+            f"an epoch record has columns {sorted(record)}, the history {sorted(columns)}"
+        )
+    for name, values in record.items():
+        columns[name].extend(values)
+
+
+def _history(columns: Mapping[str, list[Any]], seeds: Sequence[int]) -> pd.DataFrame:
+    """One row per member and epoch: members in the order of ``seeds``, epochs ascending."""
+    history = pd.DataFrame(columns)
+    member = history["seed"].map({seed: k for k, seed in enumerate(seeds)})
+    history = history.iloc[np.lexsort((history["epoch"], member))].reset_index(drop=True)
+    history = history.astype({"seed": np.int64, "epoch": np.int64})
+    return history[list(HISTORY_COLUMNS)]

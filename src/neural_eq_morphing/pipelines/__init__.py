@@ -1,19 +1,55 @@
-"""The project's pipelines, discovered by ``find_pipelines``."""
+"""The project's pipelines, discovered by ``find_pipelines``.
+
+``data_processing``, ``training`` and ``evaluation`` hold one namespace per design
+(:mod:`neural_eq_morphing.pipelines.designs`); the registry adds one chain per design.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from kedro.pipeline import Pipeline
 
-#: Model variants; each is a namespace in data_processing, training and evaluation, with
-#: its own blocks in the parameters (``normalisers.<v>``, ``<v>.training``, …).
-VARIANTS = ("log1", "log2")
+from neural_eq_morphing.pipelines.designs import design_names
+
+#: Datasets every design reads without its namespace prefix.
+SHARED_INPUTS = frozenset({"settings_filtered", "split_assignment"})
 
 
 def stage(template: Pipeline, name: str) -> Pipeline:
     """Group a template's nodes under the stage namespace ``name``, datasets unprefixed.
 
-    Wrapped once more in a variant namespace, the nodes become ``<variant>.<name>.<node>``
-    (``log2.train.train_model``) while datasets get the variant prefix only
-    (``log2.model``), so kedro-viz shows each variant as normalise → train → evaluate.
+    Wrapped once more in a design namespace, the nodes become ``<design>.<name>.<node>``
+    (``log2.train.train_model``) while datasets get the design prefix only
+    (``log2.model``), so kedro-viz shows each design as normalise → train → evaluate.
     """
     return Pipeline(template, namespace=name, prefix_datasets_with_namespace=False)
+
+
+def per_design(
+    template: Pipeline,
+    *,
+    parameters: Callable[[str], Mapping[str, str]],
+    tags: str,
+) -> Pipeline:
+    """One namespaced copy of ``template`` per design of ``parameters_designs.yml``.
+
+    Args:
+        template: The stage's template pipeline.
+        parameters: Maps a design name to the template's parameter remapping.
+        tags: Tag of every node.
+    """
+    used = SHARED_INPUTS & template.inputs()
+    return sum(
+        (
+            Pipeline(
+                template,
+                namespace=design,
+                inputs=set(used),
+                parameters=dict(parameters(design)),
+                tags=tags,
+            )
+            for design in design_names()
+        ),
+        Pipeline([]),
+    )

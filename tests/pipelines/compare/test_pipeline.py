@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import re
+
 import pandas as pd
 import pytest
 from kedro.framework.session import KedroSession
@@ -35,7 +38,11 @@ def test_report_lands_in_reporting_and_mlflow_with_every_figure(compared):
     html = catalog.load("compare_report_html")
     markdown = catalog.load("compare_report_md")
     assert html.startswith("<!DOCTYPE html>")
-    assert html.count('src="data:image/png;base64,') == 7
+    # Every figure of the Markdown is embedded in the HTML, as a PNG.
+    figures = re.findall(r"!\[[^\]]*\]\(data:image/png;base64,([^)]+)\)", markdown)
+    assert figures
+    assert html.count('src="data:image/png;base64,') == len(figures)
+    assert all(base64.b64decode(png).startswith(b"\x89PNG") for png in figures)
     for heading in ("Headline", "Held-out protocol", "Ablation", "Findings", "Provenance"):
         assert heading in markdown
     versions = sorted((project / "data" / "08_reporting" / "compare" / "report.html").glob("*/*"))
@@ -54,7 +61,9 @@ def test_report_lands_in_reporting_and_mlflow_with_every_figure(compared):
         [experiment.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
     )
-    assert len(children) == 6 * 2
+    configurations = {child.data.tags["configuration"] for child in children}
+    assert {"log1", "log2"} <= configurations
+    assert len(children) == len(configurations) * PARAMS["compare"]["n_seeds"]
     assert parent.info.run_id in markdown
     for child in children:
         assert child.info.run_id in markdown
@@ -83,7 +92,7 @@ def test_every_summary_number_is_an_mlflow_metric_and_reruns_agree(compared):
         [experiment.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
     )
-    log2_first = next(r for r in runs if r.info.run_name == "log2 seed 42")
+    log2_first = next(r for r in runs if r.info.run_name == "compare · log2 seed 42")
     markdown = catalog.load("compare_report_md")
     (row,) = [line for line in markdown.splitlines() if line.startswith("| peak1_gain_db |")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]

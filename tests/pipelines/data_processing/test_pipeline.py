@@ -16,7 +16,7 @@ from kedro.framework.session import KedroSession
 
 from neural_eq_morphing.eq.normalisers import normaliser_from_dict
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
-from tests.conftest import SAFE_DB_NAME, SAFE_DB_SHA256
+from tests.conftest import DESIGNS, SAFE_DB_NAME, SAFE_DB_SHA256, project_parameters
 
 pytestmark = pytest.mark.integration
 
@@ -72,14 +72,15 @@ def test_real_file_end_to_end(real_project: Path, caplog, capfd):
     for term in ("warm", "bright", "test"):
         assert test_terms.get(term, 0) > 0, f"no {term!r} rows in the test split"
 
-    for variant in ("log1", "log2"):
-        normaliser = normaliser_from_dict(catalog.load(f"{variant}.normaliser"))
-        tables = [catalog.load(f"{variant}.model_input_{s}") for s in SPLITS]
+    designs = project_parameters("designs")["designs"]
+    for design in DESIGNS:
+        normaliser = normaliser_from_dict(catalog.load(f"{design}.feature_normaliser"))
+        tables = [catalog.load(f"{design}.model_input_{s}") for s in SPLITS]
         assert sum(len(t) for t in tables) == 1283
         merged = pd.concat(tables).set_index("entry_id").loc[filtered["entry_id"]]
         restored = normaliser.inverse_transform(merged[PARAMS].to_numpy())
         np.testing.assert_allclose(restored, filtered[PARAMS].to_numpy(), rtol=1e-4, atol=1e-9)
-        if variant == "log2":
+        if designs[design]["feature_normaliser"]["kind"] == "minmax":
             assert merged[PARAMS].to_numpy().min() >= 0.0
             assert merged[PARAMS].to_numpy().max() <= 1.0
 
@@ -87,7 +88,8 @@ def test_real_file_end_to_end(real_project: Path, caplog, capfd):
     written = files_under_data(real_project)
     suffixes = {path.suffix for path in written}
     assert suffixes == {".parquet", ".json"}
-    assert len(written) == 17  # 5 intermediate, 4 primary, 2 x 4 model input
+    # 5 intermediate, 4 primary, and per design a feature normaliser and 3 model inputs
+    assert len(written) == 5 + 4 + 4 * len(DESIGNS)
     raw_addresses = set(IPV4.findall((real_project / "data/01_raw" / SAFE_DB_NAME).read_bytes()))
     assert len(raw_addresses) > 100
     for path in written:

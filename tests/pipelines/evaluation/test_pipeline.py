@@ -1,4 +1,4 @@
-"""Evaluation of both variants after a short real run, in the catalog and in MLflow."""
+"""Evaluation of every design after a short real run, in the catalog and in MLflow."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import re
 import pandas as pd
 import pytest
 from PIL import Image
+
+from tests.conftest import DESIGNS
 
 pytestmark = pytest.mark.integration
 
@@ -18,9 +20,10 @@ def test_metrics_and_plots_land_in_reporting_and_mlflow(short_run):
     catalog, client, project = short_run["catalog"], short_run["client"], short_run["project"]
     run_id = short_run["runs"][0].info.run_id
     metrics = client.get_run(run_id).data.metrics
-    for variant in ("log1", "log2"):
-        document = catalog.load(f"{variant}.evaluation_metrics")
+    for design in DESIGNS:
+        document = catalog.load(f"{design}.evaluation_metrics")
         assert set(document) == {
+            "metrics",
             "range_validity",
             "clustering",
             "reconstruction",
@@ -30,19 +33,22 @@ def test_metrics_and_plots_land_in_reporting_and_mlflow(short_run):
         for protocol in ("in_sample", "held_out"):
             assert document["clustering"][protocol]["latent"]["silhouette"] is not None
             assert document["clustering"][protocol]["baseline"]["silhouette"] is not None
-        key = f"{variant}.eval.clustering.in_sample.latent.silhouette"
+        key = f"{design}.eval.silhouette.in_sample.latent"
         assert metrics[key] == pytest.approx(
             document["clustering"]["in_sample"]["latent"]["silhouette"]
         )
-        artifacts = {a.path for a in client.list_artifacts(run_id, f"{variant}/plots")}
+        logged = {k.removeprefix(f"{design}.eval."): v for k, v in metrics.items()}
+        defined = {k: v for k, v in document["metrics"].items() if v is not None}
+        assert {k: logged[k] for k in defined} == pytest.approx(defined)
+        artifacts = {a.path for a in client.list_artifacts(run_id, f"{design}/plots")}
         for plot in PLOTS:
-            assert f"{variant}/plots/{plot}.png" in artifacts
-            (png,) = (project / "data" / "08_reporting" / variant / f"{plot}.png").glob("*/*.png")
+            assert f"{design}/plots/{plot}.png" in artifacts
+            (png,) = (project / "data" / "08_reporting" / design / f"{plot}.png").glob("*/*.png")
             with Image.open(png) as image:
                 assert image.format == "PNG"
                 assert image.width > 400
-        root = {a.path for a in client.list_artifacts(run_id, variant)}
-        assert {f"{variant}/evaluation_metrics.json", f"{variant}/generated_presets.csv"} <= root
+        root = {a.path for a in client.list_artifacts(run_id, design)}
+        assert {f"{design}/evaluation_metrics.json", f"{design}/generated_presets.csv"} <= root
 
     log2 = catalog.load("log2.evaluation_metrics")["range_validity"]
     assert all(report["valid_share"] == 1.0 for report in log2.values())

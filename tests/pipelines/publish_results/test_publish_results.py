@@ -10,7 +10,6 @@ import pytest
 from kedro.framework.session import KedroSession
 from matplotlib.figure import Figure
 
-from neural_eq_morphing.datasets.binary_file import BinaryFileDataset
 from neural_eq_morphing.pipelines.publish_results.nodes import HEADER, publish_results
 
 
@@ -50,15 +49,6 @@ def test_an_embedded_non_png_is_refused():
         publish_results(embedded(b"GIF89a"), "images")
 
 
-def test_binary_file_dataset_round_trip(tmp_path: Path):
-    dataset = BinaryFileDataset(str(tmp_path / "sub" / "f.png"))
-    assert not dataset.exists()
-    dataset.save(b"\x89PNG\x00\x01")
-    assert dataset.load() == b"\x89PNG\x00\x01"
-    with pytest.raises(Exception, match="saves bytes"):
-        dataset.save("text")
-
-
 def test_pipeline_writes_docs_from_the_newest_report(kedro_project: Path):
     with KedroSession.create(project_path=kedro_project) as session:
         catalog = session.load_context().catalog
@@ -69,7 +59,8 @@ def test_pipeline_writes_docs_from_the_newest_report(kedro_project: Path):
         stale.write_bytes(b"old")
     with KedroSession.create(project_path=kedro_project) as session:
         catalog = session.load_context().catalog
-        catalog.save("compare_report_md", f"# Newest\n{embedded(png(4))}\n")
+        newest = png(4)
+        catalog.save("compare_report_md", f"# Newest\n{embedded(newest)}\n")
     with KedroSession.create(project_path=kedro_project) as session:
         session.run(pipeline_names=["publish_results"])
     doc = (kedro_project / "docs/results.md").read_text()
@@ -77,3 +68,5 @@ def test_pipeline_writes_docs_from_the_newest_report(kedro_project: Path):
     assert "# Old" not in doc
     figures = sorted(p.name for p in (kedro_project / "docs/images/results").iterdir())
     assert figures == ["figure_1.png"]
+    # The catalog writes the PNG's bytes unchanged.
+    assert (kedro_project / "docs/images/results/figure_1.png").read_bytes() == newest

@@ -5,15 +5,15 @@ import torch
 
 from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+from neural_eq_morphing.models.data import decoder_normaliser
+from neural_eq_morphing.models.evaluation import embed_settings
 from neural_eq_morphing.models.modules import SemanticEQModel
-from neural_eq_morphing.models.training import TrainingConfig
 from neural_eq_morphing.pipelines.training.nodes import (
     HISTORY_METRICS,
-    embed_settings,
     history_to_metrics,
-    output_normaliser,
     train_model,
 )
+from tests.conftest import project_parameters
 
 PARAMS = list(PARAMETER_NAMES)
 
@@ -27,24 +27,9 @@ def _table(rng: np.random.Generator, rows: int, start: int) -> pd.DataFrame:
 
 
 def _training(**overrides):
-    return {
-        "variant": "log2",
-        "seed": 3,
-        "epochs": 2,
-        "batch_size": 8,
-        "learning_rate": 1e-3,
-        "dropout": 0.1,
-        "latent_dim": 32,
-        "projection_dim": 128,
-        "temperature": 0.1,
-        "contrastive_weight_start": 0.1,
-        "contrastive_weight_end": 0.5,
-        "lr_schedule": True,
-        "lr_factor": 0.5,
-        "lr_patience": 20,
-        "recon_in_consistent_units": False,
-        **overrides,
-    }
+    """Log 2's training block from parameters_designs.yml, shortened for a unit test."""
+    block = project_parameters("designs")["designs"]["log2"]["training"]
+    return {**block, "seed": 3, "epochs": 2, "batch_size": 8, **overrides}
 
 
 @pytest.fixture
@@ -88,14 +73,11 @@ def test_train_model_rejects_unknown_parameters(tables):
         )
 
 
-def test_output_normaliser_is_identity_only_for_log1_in_consistent_units():
+def test_decoder_normaliser_is_identity_only_for_plugin_units_in_consistent_units():
     zscore = {"kind": "zscore", "columns": PARAMS, "mean": [0.0] * 13, "std": [1.0] * 13}
-    log1 = TrainingConfig.for_variant("log1")
-    assert output_normaliser(zscore, log1) == zscore
-    fixed = TrainingConfig.for_variant("log1", recon_in_consistent_units=True)
-    assert output_normaliser(zscore, fixed)["kind"] == "identity"
-    log2 = TrainingConfig.for_variant("log2", recon_in_consistent_units=True)
-    assert output_normaliser(zscore, log2) == zscore
+    assert decoder_normaliser(zscore, "plugin_units", False) == zscore
+    assert decoder_normaliser(zscore, "plugin_units", True)["kind"] == "identity"
+    assert decoder_normaliser(zscore, "normalised", False) == zscore
 
 
 def test_history_to_metrics_gives_one_step_per_epoch():
@@ -112,12 +94,12 @@ def test_history_to_metrics_gives_one_step_per_epoch():
 
 
 def test_embed_settings_covers_every_row_in_eval_mode(tables):
-    model = SemanticEQModel("log2", seed=0).train()
-    embeddings = embed_settings(model, *tables)
+    model = SemanticEQModel("normalised", seed=0).train()
+    embeddings = embed_settings(model, tables)
     assert len(embeddings) == sum(len(t) for t in tables)
     assert embeddings["split"].value_counts().to_dict() == {"train": 24, "validation": 8, "test": 6}
     latent = embeddings.filter(like="latent_").to_numpy()
     assert latent.shape[1] == 32
     assert np.abs(latent).max() <= 1.0  # tanh
-    again = embed_settings(model, *tables)  # no dropout: deterministic
+    again = embed_settings(model, tables)  # no dropout: deterministic
     np.testing.assert_array_equal(latent, again.filter(like="latent_").to_numpy())

@@ -1,4 +1,4 @@
-"""Both variants through their namespaced training pipelines, tracked in a temporary MLflow."""
+"""Every design through its namespaced training pipeline, tracked in a temporary MLflow."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.pipelines.training.nodes import HISTORY_METRICS
-from tests.conftest import SAFE_DB_SHA256, SHORT_EPOCHS
+from tests.conftest import DESIGNS, SAFE_DB_SHA256, SHORT_EPOCHS, project_parameters
 
 pytestmark = pytest.mark.integration
 
@@ -21,33 +21,34 @@ def trained(short_run):
     return short_run["catalog"], short_run["client"], short_run["experiment"], short_run["runs"]
 
 
-def test_both_variants_are_tracked_in_one_run(trained):
+def test_every_design_is_tracked_in_one_run(trained):
     catalog, client, _, runs = trained
     assert len(runs) == 1
     run = runs[0]
     run_id = run.info.run_id
+    designs = project_parameters("designs")["designs"]
 
-    assert run.data.tags["variant"] == "log1,log2"
-    assert run.info.run_name == "log1 seed 42 + log2 seed 42"
-    assert run.data.tags["log1.seed"] == "42"
-    assert run.data.tags["log2.seed"] == "42"
+    assert run.data.tags["design"] == ",".join(sorted(DESIGNS))
+    assert run.info.run_name == " + ".join(f"{d} seed 42" for d in sorted(DESIGNS))
     assert run.data.tags["safe_db_sha256"] == SAFE_DB_SHA256
     assert run.data.tags["git_commit"]
-    assert run.data.params["log2.training.epochs"] == str(EPOCHS)
-    assert run.data.params["log1.training.batch_size"] == "32"
 
-    for variant in ("log1", "log2"):
+    for design in DESIGNS:
+        assert run.data.tags[f"{design}.seed"] == "42"
+        assert run.data.params[f"designs.{design}.training.epochs"] == str(EPOCHS)
+        batch = designs[design]["training"]["batch_size"]
+        assert run.data.params[f"designs.{design}.training.batch_size"] == str(batch)
         for metric in HISTORY_METRICS:
-            history = client.get_metric_history(run_id, f"{variant}.{metric}")
-            assert len(history) == EPOCHS, f"{variant}.{metric}"
-        local = catalog.load(f"{variant}.training_history")
+            history = client.get_metric_history(run_id, f"{design}.{metric}")
+            assert len(history) == EPOCHS, f"{design}.{metric}"
+        local = catalog.load(f"{design}.training_history")
         logged = sorted(
-            (m.step, m.value) for m in client.get_metric_history(run_id, f"{variant}.train_loss")
+            (m.step, m.value) for m in client.get_metric_history(run_id, f"{design}.train_loss")
         )
         assert [step for step, _ in logged] == local["epoch"].tolist()
         np.testing.assert_allclose([value for _, value in logged], local["train_loss"])
-        artifacts = [a.path for a in client.list_artifacts(run_id, variant)]
-        assert f"{variant}/normaliser.json" in artifacts
+        artifacts = [a.path for a in client.list_artifacts(run_id, design)]
+        assert f"{design}/decoder_normaliser.json" in artifacts
 
     # Log 1's reconstruction compares dB/Hz/Q outputs with z-scores: huge, recorded as is.
     log1 = catalog.load("log1.training_history")
@@ -70,7 +71,7 @@ def test_logged_log2_model_reproduces_the_catalog_embeddings(trained):
     catalog, client, experiment, runs = trained
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     by_name = {model.name: model for model in models}
-    assert {"log1_model", "log2_model"} <= set(by_name)
+    assert {f"{design}_model" for design in DESIGNS} <= set(by_name)
     assert by_name["log2_model"].source_run_id == runs[0].info.run_id
 
     model = mlflow.pytorch.load_model(by_name["log2_model"].model_uri).eval()

@@ -6,39 +6,51 @@ from kedro.pipeline import Pipeline, node
 
 from neural_eq_morphing.pipelines import data_processing
 from neural_eq_morphing.pipelines.compare.nodes import (
-    build_report,
+    configurations_of,
     run_configurations,
+    seed_runs,
     summarise_comparison,
     summary_metrics,
 )
+from neural_eq_morphing.pipelines.compare.report import render_report, report_context
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Shared data processing, then train, evaluate, summarise and report.
+    """Shared data processing, then resolve, train and evaluate, summarise and report.
 
     Seeds are trained together inside ``run_configurations`` (one batched ensemble per
-    configuration), so the graph stays five nodes long whatever the number of seeds.
+    configuration), so the graph keeps its shape whatever the number of seeds.
     """
     comparison = Pipeline(
         [
+            node(
+                configurations_of,
+                ["params:designs", "params:compare"],
+                "compare_configurations",
+                name="resolve_configurations",
+            ),
             node(
                 run_configurations,
                 [
                     "settings_filtered",
                     "split_assignment",
-                    "params:log1.training",
-                    "params:log2.training",
+                    "compare_configurations",
                     "params:evaluation",
                     "params:compare",
                 ],
                 [
                     "compare_seed_metrics",
-                    "compare_seed_runs",
                     "compare_histories",
                     "compare_examples",
                     "compare_timings",
                 ],
                 name="run_configurations",
+            ),
+            node(
+                seed_runs,
+                ["compare_seed_metrics", "compare_configurations"],
+                "compare_seed_runs",
+                name="log_seed_runs",
             ),
             node(
                 summarise_comparison,
@@ -53,18 +65,25 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="log_summary_metrics",
             ),
             node(
-                build_report,
+                report_context,
                 [
                     "compare_summary",
                     "compare_seed_metrics",
                     "compare_examples",
                     "compare_seed_runs",
                     "raw_data_provenance",
+                    "compare_configurations",
                     "params:compare",
                     "params:evaluation",
                 ],
+                "compare_report_context",
+                name="report_context",
+            ),
+            node(
+                render_report,
+                "compare_report_context",
                 ["compare_report_md", "compare_report_html"],
-                name="build_report",
+                name="render_report",
             ),
         ],
         namespace="compare",

@@ -1,24 +1,31 @@
-"""The comparison report: blocks built from measured numbers, rendered to Markdown and HTML.
+"""The comparison report: measured numbers in Python, words in a Jinja2 template.
 
 Every number in the report comes from the comparison's metrics (which are also logged to
-MLflow); every sentence in "Findings" is filled from those numbers.
+MLflow); every sentence in "Findings" is filled from those numbers. The numbers, tables,
+verdicts and figures are computed here and gathered into one plain context
+(:func:`report_context`); the headings and prose live in
+``templates/compare_report.md.j2``, rendered with ``StrictUndefined`` so that a value the
+template names but the context lacks is an error, not a silently empty cell. The HTML page
+is the same Markdown rendered by markdown-it-py, so the two formats cannot drift apart.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markdown_it import MarkdownIt
 from matplotlib.figure import Figure
 
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.eq.response import clamped_response_db, frequency_grid
+from neural_eq_morphing.pipelines.designs import compare_seeds
 from neural_eq_morphing.pipelines.evaluation.plots import (
     plot_latent_map,
     plot_morph,
@@ -26,15 +33,6 @@ from neural_eq_morphing.pipelines.evaluation.plots import (
 )
 
 PARAMS = list(PARAMETER_NAMES)
-
-
-@dataclass(frozen=True)
-class Block:
-    """One piece of the report: ``kind`` is heading, text, table or figure."""
-
-    kind: str
-    content: Any
-    caption: str = ""
 
 
 def _png(figure: Figure) -> bytes:
@@ -189,7 +187,7 @@ JUDGED = {
 def _paired_verdict(
     seed_metrics: pd.DataFrame, ablation: str, metric: str, better: int, digits: int
 ) -> str:
-    """Whether removing a change hurts, helps or is within seed noise (±2 standard errors)."""
+    """Whether Log 2 does better or worse than a configuration, or within seed noise (±2 SE)."""
     table = seed_metrics.pivot_table(index="seed", columns="configuration", values=metric)
     gains = better * (table["log2"] - table[ablation]).dropna().to_numpy()
     mean = float(np.mean(gains))
@@ -197,16 +195,28 @@ def _paired_verdict(
         return f"{mean:+.{digits}f} (one seed: no verdict)"
     error = float(np.std(gains, ddof=1) / np.sqrt(len(gains)))
     if mean > 2 * error:
-        verdict = "the change helps"
+        verdict = "Log 2 better"
     elif mean < -2 * error:
-        verdict = "the change hurts"
+        verdict = "Log 2 worse"
     else:
         verdict = "within seed noise"
     return f"{mean:+.{digits}f} ± {error:.{digits}f} ({verdict})"
 
 
+def against_log2(configurations: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The configurations judged against Log 2: its ablations and every other design.
+
+    Log 1, Log 2 and the ablations of Log 1 are left out (they have sentences of their own).
+    """
+    return [
+        name
+        for name, spec in configurations.items()
+        if name not in ("log1", "log2") and spec["design"] != "log1"
+    ]
+
+
 def findings(
-    summary: Summary, seed_metrics: pd.DataFrame, configurations: Sequence[str]
+    summary: Summary, seed_metrics: pd.DataFrame, configurations: Mapping[str, Mapping[str, Any]]
 ) -> list[str]:
     """Sentences filled from the measured numbers."""
     sentences = []
@@ -231,7 +241,7 @@ def findings(
         f"{valid_frequencies:.0%}): by design its decoder outputs Hz, which generation "
         "reads as z-scores."
     )
-    ablations = [c for c in configurations if c.startswith("log2_")]
+    ablations = against_log2(configurations)
     for name, (metric, better, digits) in JUDGED.items():
         if not ablations:
             break
@@ -240,9 +250,11 @@ def findings(
             for ablation in ablations
         ]
         sentences.append(
-            f"On {name} (Log 2: {summary.mean('log2', metric):.{digits}f}), the effect of each "
-            "of Log 2's changes, paired by seed (positive: Log 2 does better than the variant "
-            "without that change; ± one standard error): " + "; ".join(verdicts) + "."
+            f"On {name} (Log 2: {summary.mean('log2', metric):.{digits}f}), each of Log 2's "
+            "ablations and each other design against Log 2, paired by seed (positive: Log 2 "
+            "does better than the configuration; ± one standard error): "
+            + "; ".join(verdicts)
+            + "."
         )
     if "log1_consistent_units" in configurations:
         fixed = summary.mean("log1_consistent_units", "valid_share.random_latents")
@@ -280,178 +292,197 @@ def generated_terms_figure(
     return figure
 
 
-def build_blocks(
-    summary_table: pd.DataFrame,
-    seed_metrics: pd.DataFrame,
-    examples: Mapping[str, Any],
-    seed_runs: pd.DataFrame,
-    provenance: Mapping[str, Any],
-    compare: Mapping[str, Any],
-    evaluation: Mapping[str, Any],
-    seeds: Sequence[int],
-) -> list[Block]:
-    """Assemble the report's blocks."""
-    summary = Summary(summary_table)
-    configurations = list(compare["configurations"])
-    labels = {c: compare["configurations"][c]["label"] for c in configurations}
-    morph_from, morph_to = evaluation["morph"]
-    blocks = [
-        Block("heading", "Log 1 vs Log 2: neural semantic EQ on SAFE-DB"),
-        Block(
-            "text",
-            f"Every figure is a mean ± standard deviation over {len(seeds)} seeds "
-            f"({', '.join(map(str, seeds))}), measured by this run on the SAFE-DB file "
-            f"(SHA-256 {provenance['sha256'][:12]}…). In-sample: every filtered row; held-out: "
-            "test-split rows of terms with enough test rows. The claimed columns "
-            "are the original write-up's figures, for reference.",
-        ),
-        Block("heading2", "Headline (in-sample, as the original comparison)"),
-        Block("table", headline_table(summary, seed_metrics, compare["claimed"])),
-        Block("heading2", "Held-out protocol and the no-model baseline"),
-        Block("table", held_out_table(summary, ["log1", "log2"])),
-        Block("text", protocol_note(summary)),
-        Block("heading2", "Ablation: Log 2's changes one at a time"),
-        Block(
-            "text",
-            "Isolated: log vs linear frequency scaling, the annealed vs fixed contrastive "
-            "weight, the LR schedule, and (for Log 1) the units of its loss. Not isolated: "
-            "batch size (32 vs 64), epochs (100 vs 150), the decoder head, and z-score vs "
-            "min-max features. Note that Log 2's plateau schedule watches the total "
-            "validation loss, which rises with the annealed contrastive weight, so it acts "
-            "as a step decay (halving every patience + 1 epochs).",
-        ),
-        Block("table", ablation_table(summary, labels)),
-        Block("heading2", "Findings"),
-        Block("list", findings(summary, seed_metrics, configurations)),
-        Block("heading2", f"Generated EQ for {morph_from} and {morph_to} (first seed)"),
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _figure(figure: Figure, alt: str) -> dict[str, str]:
+    """One embedded figure: its alt text and its PNG as a ``data:`` URI.
+
+    The alt text becomes the figure's caption in ``docs/results.md`` (publish_results
+    reads ``![alt](data:image/png;base64,...)``), so square brackets, which would end it
+    early, are replaced by parentheses.
+    """
+    return {
+        "alt": alt.replace("[", "(").replace("]", ")"),
+        "src": _data_uri(_png(figure)),
+    }
+
+
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+
+
+def _table_cell(value: object) -> str:
+    r"""A table cell's text as Markdown: ``\`` and ``|`` escaped, line breaks as spaces.
+
+    An unescaped ``|`` would split the cell in two and shift every cell after it; a
+    line break would end the row. The backslash is escaped first so that a cell's own
+    backslash cannot escape the ``|`` after it.
+    """
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+    return _NEWLINES.sub(" ", text)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A table as a GitHub-flavoured Markdown table (the template's ``table`` filter).
+
+    Every cell, headers included, goes through :func:`_table_cell`; the index is not
+    shown (the report's tables carry their row names in a column).
+    """
+    cells = table.astype(str)
+    lines = [
+        "| " + " | ".join(_table_cell(column) for column in cells.columns) + " |",
+        "|" + "---|" * len(cells.columns),
     ]
+    lines += ["| " + " | ".join(_table_cell(v) for v in row) + " |" for row in cells.to_numpy()]
+    return "\n".join(lines)
+
+
+def _presets_table(examples: Mapping[str, Any], terms: Sequence[str]) -> pd.DataFrame:
+    """The generated settings of the morph's terms (first seed), Log 1 and Log 2 side by side."""
     columns = {}
     for configuration in ("log1", "log2"):
         presets = examples[configuration]["presets"].set_index("term")
-        for term in (morph_from, morph_to):
+        for term in terms:
             if term in presets.index:
                 columns[f"{configuration}: {term}"] = [
                     *(f"{presets.loc[term, p]:.2f}" for p in PARAMS),
                     "yes" if presets.loc[term, "valid"] else "NO",
                 ]
-    presets_table = pd.DataFrame(columns, index=[*PARAMS, "inside the plug-in limits"])
-    blocks.append(Block("table", presets_table.rename_axis("parameter").reset_index()))
-    blocks.append(
-        Block("figure", _png(generated_terms_figure(examples, [morph_from, morph_to], evaluation)))
-    )
-    blocks.append(Block("heading2", f"{morph_from} → {morph_to} morph"))
-    blocks.append(
-        Block(
-            "figures",
-            [
-                _png(plot_morph(examples[c]["morph"], labels[c], evaluation))
-                for c in ("log1", "log2")
-            ],
-        )
-    )
-    blocks.append(Block("heading2", "Latent spaces"))
-    blocks.append(
-        Block(
-            "figures",
-            [_png(plot_latent_map(examples[c]["latent"], labels[c])) for c in ("log1", "log2")],
-        )
-    )
-    blocks.append(Block("heading2", "Training curves"))
-    blocks.append(
-        Block(
-            "figures",
-            [
-                _png(plot_training_curves(examples[c]["history"], labels[c]))
-                for c in ("log1", "log2")
-            ],
-        )
-    )
-    wall = sum(examples[c]["wall_s"] for c in configurations)
-    parent = seed_runs["parent_run_id"].iloc[0] if len(seed_runs) else "n/a"
-    git_commit = seed_runs["git_commit"].iloc[0] if len(seed_runs) else "unknown"
-    blocks += [
-        Block("heading2", "Provenance"),
-        Block(
-            "list",
-            [
-                f"SAFE-DB SHA-256 {provenance['sha256']} ("
-                + ("the published file" if provenance["matches_published"] else "NOT published")
-                + ")",
-                f"git commit: {git_commit}",
-                f"seeds: {', '.join(map(str, seeds))}",
-                f"MLflow parent run {parent}; per-seed runs: "
-                + ", ".join(f"{r.run_name} = {r.run_id}" for r in seed_runs.itertuples()),
-                f"training and evaluation wall time: {wall:.1f} s (MLflow metrics "
-                "compare.timing.<configuration>.wall_s)",
-                "configurations: "
-                + "; ".join(
-                    f"{c}: normaliser {compare['configurations'][c]['normaliser']}, "
-                    f"training changes {compare['configurations'][c]['training'] or 'none'}"
-                    for c in configurations
-                ),
-            ],
-        ),
-    ]
-    return blocks
+    table = pd.DataFrame(columns, index=[*PARAMS, "inside the plug-in limits"])
+    return table.rename_axis("parameter").reset_index()
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode()
+def report_context(
+    summary_table: pd.DataFrame,
+    seed_metrics: pd.DataFrame,
+    examples: Mapping[str, Any],
+    seed_runs: pd.DataFrame,
+    provenance: Mapping[str, Any],
+    configurations: Mapping[str, Mapping[str, Any]],
+    compare: Mapping[str, Any],
+    evaluation: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Everything the report template shows, computed here: tables, sentences, figures.
+
+    Args:
+        summary_table: Long summary (``configuration``, ``metric``, ``mean``, ``std``,
+            ``n``).
+        seed_metrics: One row of metrics per configuration and seed.
+        examples: Per configuration, the first seed's ``presets``, ``morph``, ``latent``
+            and ``history``, and its ``wall_s`` and ``train_s``.
+        seed_runs: The nested MLflow runs (``run_name``, ``run_id``, ``parent_run_id``,
+            ``git_commit``).
+        provenance: The SAFE-DB file's ``sha256`` and ``matches_published``.
+        configurations: Each configuration's name to its resolved configuration
+            (``design``, ``label``, ``feature_normaliser``, ``changes``); the report names
+            Log 1 and Log 2 by their configurations ``log1`` and ``log2``.
+        compare: The comparison parameters (seeds and ``claimed``).
+        evaluation: The evaluation parameters (``morph``, ``response``).
+
+    Returns:
+        A plain dict: tables as DataFrames (the template renders them with its ``table``
+        filter), sentences as strings, figures as ``{"alt", "src"}`` with ``src`` a PNG
+        ``data:`` URI, and the provenance values.
+    """
+    summary = Summary(summary_table)
+    seeds = compare_seeds(compare)
+    specs = configurations
+    configurations = list(specs)
+    labels = {name: specs[name]["label"] for name in configurations}
+    morph_from, morph_to = evaluation["morph"]
+    compared = ("log1", "log2")
+    return {
+        "seeds": list(seeds),
+        "sha256": provenance["sha256"],
+        "matches_published": bool(provenance["matches_published"]),
+        "headline_table": headline_table(summary, seed_metrics, compare["claimed"]),
+        "held_out_table": held_out_table(summary, list(compared)),
+        "protocol_note": protocol_note(summary),
+        "ablation_table": ablation_table(summary, labels),
+        "findings": findings(summary, seed_metrics, specs),
+        "morph_from": morph_from,
+        "morph_to": morph_to,
+        "presets_table": _presets_table(examples, [morph_from, morph_to]),
+        "generated_figures": [
+            _figure(
+                generated_terms_figure(examples, [morph_from, morph_to], evaluation),
+                f"generated EQ for {morph_from} and {morph_to}: log1 and log2 (first seed)",
+            )
+        ],
+        "morph_figures": [
+            _figure(
+                plot_morph(examples[c]["morph"], labels[c], evaluation),
+                f"{labels[c]}: {morph_from} → {morph_to} morph",
+            )
+            for c in compared
+        ],
+        "latent_figures": [
+            _figure(plot_latent_map(examples[c]["latent"], labels[c]), f"{labels[c]}: latent space")
+            for c in compared
+        ],
+        "training_figures": [
+            _figure(
+                plot_training_curves(examples[c]["history"], labels[c]),
+                f"{labels[c]}: training curves",
+            )
+            for c in compared
+        ],
+        "git_commit": seed_runs["git_commit"].iloc[0] if len(seed_runs) else "unknown",
+        "parent_run": seed_runs["parent_run_id"].iloc[0] if len(seed_runs) else "n/a",
+        "seed_runs": [(run.run_name, run.run_id) for run in seed_runs.itertuples()],
+        "wall_s": float(sum(examples[c]["wall_s"] for c in configurations)),
+        "configurations": [
+            {
+                "name": name,
+                "design": specs[name]["design"],
+                "feature_normaliser": dict(specs[name]["feature_normaliser"]),
+                "changes": dict(specs[name]["changes"] or {}),
+            }
+            for name in configurations
+        ],
+    }
 
 
-def to_markdown(blocks: Sequence[Block]) -> str:
-    """Render blocks as Markdown (figures embedded as data URIs)."""
-    lines = []
-    for block in blocks:
-        if block.kind == "heading":
-            lines += [f"# {block.content}", ""]
-        elif block.kind == "heading2":
-            lines += [f"## {block.content}", ""]
-        elif block.kind == "text":
-            lines += [block.content, ""]
-        elif block.kind == "list":
-            lines += [f"- {item}" for item in block.content] + [""]
-        elif block.kind == "table":
-            table = block.content.astype(str)
-            lines.append("| " + " | ".join(table.columns) + " |")
-            lines.append("|" + "---|" * len(table.columns))
-            lines += ["| " + " | ".join(row) + " |" for row in table.to_numpy()]
-            lines.append("")
-        elif block.kind in ("figure", "figures"):
-            images = block.content if block.kind == "figures" else [block.content]
-            lines += [f"![figure]({_data_uri(png)})" for png in images] + [""]
-    return "\n".join(lines)
+#: The templates: Markdown without autoescaping (markdown-it escapes when it renders the
+#: HTML), the HTML page with it.
+_TEMPLATES = Environment(
+    loader=PackageLoader("neural_eq_morphing.pipelines.compare", "templates"),
+    undefined=StrictUndefined,
+    autoescape=select_autoescape(enabled_extensions=("html.j2",), default=False),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+_TEMPLATES.filters["table"] = markdown_table
+
+#: CommonMark plus GitHub's tables; ``html=False``: raw HTML in the Markdown (a ``<`` in
+#: a label or cell) is shown as text, never interpreted.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
-def to_html(blocks: Sequence[Block]) -> str:
-    """Render blocks as one self-contained HTML page."""
-    body = []
-    for block in blocks:
-        if block.kind == "heading":
-            body.append(f"<h1>{html.escape(block.content)}</h1>")
-        elif block.kind == "heading2":
-            body.append(f"<h2>{html.escape(block.content)}</h2>")
-        elif block.kind == "text":
-            body.append(f"<p>{html.escape(block.content)}</p>")
-        elif block.kind == "list":
-            items = "".join(f"<li>{html.escape(item)}</li>" for item in block.content)
-            body.append(f"<ul>{items}</ul>")
-        elif block.kind == "table":
-            body.append(block.content.to_html(index=False, escape=True, border=0))
-        elif block.kind in ("figure", "figures"):
-            images = block.content if block.kind == "figures" else [block.content]
-            tags = "".join(f'<img src="{_data_uri(png)}" alt="figure">' for png in images)
-            body.append(f'<div class="figures">{tags}</div>')
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
-        "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
-        "th{background:#f3f3f3}.figures{display:flex;flex-wrap:wrap;gap:8px}"
-        ".figures img{max-width:49%;height:auto}.figures img:only-child{max-width:100%}"
-    )
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>Log 1 vs Log 2</title><style>{style}</style></head><body>"
-        + "\n".join(body)
-        + "</body></html>"
-    )
+def render_markdown(context: Mapping[str, Any]) -> str:
+    """The report in Markdown, figures embedded as ``![alt](data:image/png;base64,...)``.
+
+    Raises:
+        jinja2.UndefinedError: If the template names a value the context lacks.
+    """
+    return _TEMPLATES.get_template("compare_report.md.j2").render(context)
+
+
+def render_html(markdown: str) -> str:
+    """The Markdown report as one self-contained HTML page (figures stay ``data:`` URIs)."""
+    return _TEMPLATES.get_template("compare_report.html.j2").render(body=_MARKDOWN.render(markdown))
+
+
+def render_report(context: Mapping[str, Any]) -> tuple[str, str]:
+    """The comparison report as Markdown and as self-contained HTML.
+
+    Args:
+        context: Output of :func:`report_context`.
+
+    Returns:
+        The Markdown text and the HTML page rendered from it.
+    """
+    markdown = render_markdown(context)
+    return markdown, render_html(markdown)

@@ -76,7 +76,7 @@ def normalise_term(descriptor: str, merge: Mapping[str, str]) -> str:
 
 
 def ingest_safe_db(raw: bytes, terms: Mapping[str, Any]) -> pd.DataFrame:
-    """Parse the raw file into the named, typed table of DESIGN.md section 3.
+    """Parse the raw file into the named, typed table of docs/design.md section 3.
 
     The contributor IP address becomes ``contributor_id``; the free-text metadata is
     dropped; ``term`` is the normalised descriptor. Lines that fail to parse are kept

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline, node
 
-from neural_eq_morphing.pipelines import VARIANTS, stage
+from neural_eq_morphing.pipelines import per_design, stage
 from neural_eq_morphing.pipelines.data_processing.nodes import (
     describe_raw_file,
     filter_terms,
@@ -17,18 +17,18 @@ from neural_eq_morphing.pipelines.data_processing.nodes import (
 
 
 def create_normalisation_pipeline() -> Pipeline:
-    """Template: fit one normaliser and write the normalised train/validation/test tables."""
+    """Template: fit a feature normaliser, write the normalised train/validation/test tables."""
     return Pipeline(
         [
             node(
                 fit_normaliser,
-                inputs=["settings_filtered", "split_assignment", "params:normaliser"],
-                outputs="normaliser",
+                inputs=["settings_filtered", "split_assignment", "params:feature_normaliser"],
+                outputs="feature_normaliser",
                 name="fit_normaliser",
             ),
             node(
                 normalise_splits,
-                inputs=["settings_filtered", "split_assignment", "normaliser"],
+                inputs=["settings_filtered", "split_assignment", "feature_normaliser"],
                 outputs=["model_input_train", "model_input_validation", "model_input_test"],
                 name="normalise_splits",
             ),
@@ -37,7 +37,7 @@ def create_normalisation_pipeline() -> Pipeline:
 
 
 def create_shared_pipeline() -> Pipeline:
-    """Fetch → ingest → validate → filter → split: the nodes every variant shares.
+    """Fetch → ingest → validate → filter → split: the nodes every design shares.
 
     They sit in the ``data_processing`` namespace (one box in kedro-viz) without prefixing
     their datasets, which keep their catalog names (``settings_filtered``, …).
@@ -82,20 +82,15 @@ def create_shared_pipeline() -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Create the ``data_processing`` pipeline with one normalisation namespace per variant.
+    """Create the ``data_processing`` pipeline with one normalisation namespace per design.
 
-    A variant's normalisation nodes live in ``<variant>.normalise``; their datasets carry
-    the variant's prefix only (``log2.normaliser``, ``log2.model_input_train``, …).
+    A design's normalisation nodes live in ``<design>.normalise``; their datasets carry
+    the design's prefix only (``log2.feature_normaliser``, ``log2.model_input_train``, …).
     """
-    template = stage(create_normalisation_pipeline(), "normalise")
-    variants = [
-        Pipeline(
-            template,
-            namespace=variant,
-            inputs={"settings_filtered", "split_assignment"},
-            parameters={"params:normaliser": f"params:normalisers.{variant}"},
-            tags="data_processing",
-        )
-        for variant in VARIANTS
-    ]
-    return create_shared_pipeline() + sum(variants, Pipeline([]))
+    return create_shared_pipeline() + per_design(
+        stage(create_normalisation_pipeline(), "normalise"),
+        parameters=lambda design: {
+            "params:feature_normaliser": f"params:designs.{design}.feature_normaliser"
+        },
+        tags="data_processing",
+    )

@@ -1,4 +1,4 @@
-"""Evaluate a trained variant: ranges, clustering, reconstruction, generation, plots."""
+"""Evaluate a trained design: ranges, clustering, reconstruction, generation, plots."""
 
 from neural_eq_morphing.pipelines.evaluation.pipeline import create_pipeline
 

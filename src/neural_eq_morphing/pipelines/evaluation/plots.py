@@ -1,7 +1,7 @@
 """Plot nodes of the ``evaluation`` pipeline; each returns a matplotlib Figure.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, no display
-needed) and written by kedro-datasets' ``MatplotlibWriter``.
+needed) and written by kedro-datasets' ``matplotlib.MatplotlibDataset``.
 """
 
 from __future__ import annotations

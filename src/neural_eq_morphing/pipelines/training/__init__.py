@@ -1,4 +1,4 @@
-"""Train a semantic-EQ model per variant namespace (log1, log2), tracked in MLflow."""
+"""Train a semantic-EQ model per design namespace (log1, log2, …), tracked in MLflow."""
 
 from neural_eq_morphing.pipelines.training.pipeline import create_pipeline
 

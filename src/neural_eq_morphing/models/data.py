@@ -1,0 +1,60 @@
+"""Between tables and models: features and term labels in, the decoder's output space out.
+
+A model-input table (one split, normalised) has ``entry_id``, ``contributor_id``,
+``term`` and the 13 features under the plug-in parameters' names
+(:data:`~neural_eq_morphing.eq.parameters.PARAMETER_NAMES`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from neural_eq_morphing.eq.normalisers import IdentityNormaliser
+from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+
+PARAMS = list(PARAMETER_NAMES)
+#: The splits, in the order the tables are passed around.
+SPLITS = ("train", "validation", "test")
+
+
+def features_of(table: pd.DataFrame) -> np.ndarray:
+    """The 13 feature columns of a model-input table, ``(n, 13)`` float32."""
+    return table[PARAMS].to_numpy(dtype=np.float32)
+
+
+def term_codes(*tables: pd.DataFrame) -> list[np.ndarray]:
+    """Integer class ids of the tables' terms, over the union of their terms (sorted).
+
+    Returns:
+        One ``(n_i,)`` int64 array per table, codes shared across the tables.
+    """
+    vocabulary = sorted(set().union(*(set(table["term"]) for table in tables)))
+    index = {term: code for code, term in enumerate(vocabulary)}
+    return [table["term"].map(index).to_numpy(dtype=np.int64) for table in tables]
+
+
+def decoder_normaliser(
+    feature_normaliser: Mapping[str, Any], decoder_head: str, recon_in_consistent_units: bool
+) -> dict[str, Any]:
+    """The normaliser whose inverse maps a model's decoder output to plug-in units.
+
+    That is the feature normaliser, except for a ``plugin_units`` head trained with its
+    loss in consistent units, whose decoder learns to output dB / Hz / Q directly: then
+    it is the identity. (Log 1 as published compares its dB/Hz/Q output with z-scored
+    targets, so its decoder ends up in z-score space: the feature normaliser's.)
+
+    Args:
+        feature_normaliser: JSON description of the feature normaliser.
+        decoder_head: ``"plugin_units"`` or ``"normalised"``.
+        recon_in_consistent_units: The training option of the same name.
+
+    Returns:
+        A JSON description (see :func:`~neural_eq_morphing.eq.normalisers.normaliser_from_dict`).
+    """
+    if decoder_head == "plugin_units" and recon_in_consistent_units:
+        return IdentityNormaliser().to_dict()
+    return dict(feature_normaliser)
