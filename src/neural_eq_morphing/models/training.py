@@ -7,10 +7,11 @@
 2. :class:`~neural_eq_morphing.models.batched.BatchedSemanticEQ` stacks them and computes
    every step's losses and gradients (hand-written, batched over the members: the point
    of the project's training speed, docs/design.md section 9);
-3. ``torch.optim.Adam`` (one per member, over the member's row of the flat parameter
-   buffer, whose ``.grad`` is the matching row of the gradient buffer) makes the step,
-   and ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (one per member, on its validation
-   loss) the LR schedule: the public torch classes, so their arithmetic is torch's own.
+3. :class:`MemberAdam` makes the step and the LR schedule with the public torch classes,
+   so their arithmetic is torch's own: ``torch.optim.Adam`` over the members' rows of the
+   flat parameter buffer (each row a parameter with its own state; its ``.grad`` the
+   matching row of the gradient buffer), and one
+   ``torch.optim.lr_scheduler.ReduceLROnPlateau`` per member on its validation loss.
 
 Every member gets the training it would get alone: its own ``torch.Generator`` (seeded
 with its seed) draws, in this order, its initial weights, then per epoch its batch
@@ -27,15 +28,16 @@ loss. Training losses are means over the epoch's batches, validation losses mean
 the validation batches.
 
 Groups (:attr:`TrainingConfig.workers`): the members may be split into a few contiguous
-groups, each a ``BatchedSemanticEQ`` trained in its own thread with a single intra-op
-thread, all groups finishing an epoch before the next starts. On the 2-core target a
-5-member ensemble in 2 groups ran 5-37x faster than one group on 2 intra-op threads
-while the machine was busy with other work (OpenMP threads wait for each other at every
-operation when a core is taken; benchmarks/train_speed.py ``--workers``).
+groups, each a ``BatchedSemanticEQ`` trained in its own thread on one intra-op thread.
+On the 2-core target (benchmarks/train_speed.py ``--workers``, 5-member Log 2 ensemble,
+150 epochs) 2 groups took a median 162 ms per epoch against 238 ms for one group on 2
+intra-op threads, and 38 s against 276 s for the whole run while another process took
+a core: OpenMP threads wait for each other at every operation, so a taken core stalls
+them all.
 
 Nothing touches the disk, and torch's global RNG is not used. The one process-wide
 effect: while more than one group trains, torch's intra-op thread count is
-``torch.get_num_threads() // workers`` (set with ``torch.set_num_threads`` and restored
+``torch.get_num_threads() // workers`` (set with ``torch.set_num_threads``, restored
 afterwards).
 """
 
@@ -116,9 +118,9 @@ class TrainingConfig:
             ``None`` picks ``min(members, torch.get_num_threads())``. A member's result
             depends on its group only through float round-off; for a fixed config and
             thread count it is bit-reproducible.
-        fused_adam: ``torch.optim.Adam(fused=True)``, one kernel per member and step;
-            ``False`` uses torch's default (single-tensor) Adam, a little slower. The two
-            agree to float round-off.
+        fused_adam: ``torch.optim.Adam(fused=True)``: one kernel call per step for all
+            members that share a learning rate; ``False`` uses torch's default
+            (single-tensor) Adam, slower. The two agree to float round-off.
     """
 
     decoder_head: DecoderHead
@@ -352,8 +354,8 @@ class MemberAdam:
     (:attr:`members`, never stepped): its ``ReduceLROnPlateau`` acts on that, and
     :meth:`end_epoch` regroups Adam's parameter groups after the schedules stepped.
 
-    Build it outside ``torch.inference_mode`` (the rows must be ordinary tensors);
-    stepping inside it is fine.
+    :func:`train` builds the ensemble and this outside ``torch.inference_mode`` (the rows
+    stay ordinary tensors) and steps inside it.
 
     Args:
         config: ``learning_rate``, ``betas``, ``eps``, ``fused_adam`` and the schedule
