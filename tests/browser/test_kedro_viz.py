@@ -86,7 +86,7 @@ def test_live_viz_expanded_reads_as_the_story(browser, kedro_viz: str, screensho
 
 def test_static_build_draws_the_compare_pipeline(browser, static_site: str, screenshot):
     browser.get(f"{static_site}/build/index.html?pid=compare&expandAllPipelines=true")
-    names = wait_for_graph(browser, {"run_configurations", "build_report", "compare_report_html"})
+    names = wait_for_graph(browser, {"run_configurations", "render_report", "compare_report_html"})
     assert "train_model" not in names  # the comparison trains inside run_configurations
     dismiss_popups(browser)
     screenshot("kedro_viz_build_compare")
