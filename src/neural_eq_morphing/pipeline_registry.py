@@ -31,16 +31,17 @@ def register_pipelines() -> dict[str, Pipeline]:
     Returns:
         A mapping from pipeline names to ``Pipeline`` objects.
     """
+    designs = design_names()  # read once, handed to every stage
     pipelines = {
         module.name: importlib.import_module(
             f"{pipeline_packages.__name__}.{module.name}"
-        ).create_pipeline()
+        ).create_pipeline(designs=designs)
         for module in pkgutil.iter_modules(pipeline_packages.__path__)
         if module.ispkg
     }
     stages = pipelines["data_processing"] + pipelines["training"] + pipelines["evaluation"]
     shared = data_processing.create_shared_pipeline()
-    for design in design_names():
+    for design in designs:
         if design in pipelines:
             raise ValueError(f"design {design!r} has the name of a pipeline; rename the design")
         pipelines[design] = shared + stages.only_nodes_with_namespaces([design])

@@ -13,8 +13,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from neural_eq_morphing.eq.normalisers import IdentityNormaliser
+from neural_eq_morphing.eq.normalisers import (
+    IdentityNormaliser,
+    ZScoreNormaliser,
+    normaliser_from_dict,
+)
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+from neural_eq_morphing.models.progress import ProgressCallback
+from neural_eq_morphing.models.training import TrainingConfig, TrainingResult, train
 
 PARAMS = list(PARAMETER_NAMES)
 #: The splits, in the order the tables are passed around.
@@ -58,3 +64,32 @@ def decoder_normaliser(
     if decoder_head == "plugin_units" and recon_in_consistent_units:
         return IdentityNormaliser().to_dict()
     return dict(feature_normaliser)
+
+
+def train_on_tables(
+    config: TrainingConfig,
+    train_table: pd.DataFrame,
+    validation_table: pd.DataFrame,
+    feature_normaliser: Mapping[str, Any],
+    seeds: list[int],
+    progress: ProgressCallback | None = None,
+) -> TrainingResult:
+    """:func:`~neural_eq_morphing.models.training.train` on normalised model-input tables.
+
+    Labels are the tables' terms; a z-score feature normaliser's mean and std go to the
+    loss (a ``plugin_units`` head trained in consistent units needs them).
+    """
+    transform = normaliser_from_dict(feature_normaliser)
+    zscore = transform if isinstance(transform, ZScoreNormaliser) else None
+    train_labels, validation_labels = term_codes(train_table, validation_table)
+    return train(
+        config,
+        features_of(train_table),
+        train_labels,
+        features_of(validation_table),
+        validation_labels,
+        seeds=seeds,
+        zscore_mean=None if zscore is None else zscore.mean,
+        zscore_std=None if zscore is None else zscore.std,
+        progress=progress,
+    )

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from kedro.pipeline import Pipeline
 
@@ -28,14 +28,17 @@ def stage(template: Pipeline, name: str) -> Pipeline:
 
 def per_design(
     template: Pipeline,
+    designs: Sequence[str] | None,
     *,
     parameters: Callable[[str], Mapping[str, str]],
     tags: str,
 ) -> Pipeline:
-    """One namespaced copy of ``template`` per design of ``parameters_designs.yml``.
+    """One namespaced copy of ``template`` per design.
 
     Args:
         template: The stage's template pipeline.
+        designs: The design names; ``None`` reads them from ``parameters_designs.yml``
+            (the registry reads them once and passes them to every stage).
         parameters: Maps a design name to the template's parameter remapping.
         tags: Tag of every node.
     """
@@ -49,7 +52,7 @@ def per_design(
                 parameters=dict(parameters(design)),
                 tags=tags,
             )
-            for design in design_names()
+            for design in (design_names() if designs is None else designs)
         ),
         Pipeline([]),
     )

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from neural_eq_morphing.models.data import decoder_normaliser, features_of, term_codes
+from neural_eq_morphing.models.data import decoder_normaliser, train_on_tables
 from neural_eq_morphing.models.evaluation import evaluate_model
 from neural_eq_morphing.models.progress import default_progress
-from neural_eq_morphing.models.training import TrainingConfig, TrainingResult, train
+from neural_eq_morphing.models.training import TrainingConfig
 from neural_eq_morphing.pipelines.data_processing.nodes import fit_normaliser, normalise_splits
 from neural_eq_morphing.pipelines.designs import compare_seeds, resolve_configurations
 
@@ -42,30 +42,6 @@ def configurations_of(
         for configuration in configurations.values():
             configuration["training"]["epochs"] = int(compare["epochs"])
     return configurations
-
-
-def _train_seeds(
-    name: str,
-    training: Mapping[str, Any],
-    tables: tuple[pd.DataFrame, ...],
-    feature_normaliser: Mapping[str, Any],
-    seeds: list[int],
-) -> TrainingResult:
-    config = TrainingConfig.from_dict(training)
-    train_labels, val_labels = term_codes(tables[0], tables[1])
-    zscore = feature_normaliser if feature_normaliser["kind"] == "zscore" else None
-    logger.info("Comparing %s: %d seeds, %d epochs", name, len(seeds), config.epochs)
-    return train(
-        config,
-        features_of(tables[0]),
-        train_labels,
-        features_of(tables[1]),
-        val_labels,
-        seeds=seeds,
-        zscore_mean=None if zscore is None else zscore["mean"],
-        zscore_std=None if zscore is None else zscore["std"],
-        progress=default_progress(f"compare {name}"),
-    )
 
 
 def run_configurations(
@@ -98,7 +74,16 @@ def run_configurations(
             settings_filtered, split_assignment, configuration["feature_normaliser"]
         )
         tables = normalise_splits(settings_filtered, split_assignment, feature_normaliser)
-        result = _train_seeds(name, configuration["training"], tables, feature_normaliser, seeds)
+        config = TrainingConfig.from_dict(configuration["training"])
+        logger.info("Comparing %s: %d seeds, %d epochs", name, len(seeds), config.epochs)
+        result = train_on_tables(
+            config,
+            tables[0],
+            tables[1],
+            feature_normaliser,
+            seeds,
+            progress=default_progress(f"compare {name}"),
+        )
         output_space = decoder_normaliser(
             feature_normaliser, result.config.decoder_head, result.config.recon_in_consistent_units
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kedro.pipeline import Pipeline, node
 
 from neural_eq_morphing.pipelines import per_design, stage
@@ -81,7 +83,7 @@ def create_shared_pipeline() -> Pipeline:
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(designs: Sequence[str] | None = None, **kwargs) -> Pipeline:
     """Create the ``data_processing`` pipeline with one normalisation namespace per design.
 
     A design's normalisation nodes live in ``<design>.normalise``; their datasets carry
@@ -89,6 +91,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     """
     return create_shared_pipeline() + per_design(
         stage(create_normalisation_pipeline(), "normalise"),
+        designs,
         parameters=lambda design: {
             "params:feature_normaliser": f"params:designs.{design}.feature_normaliser"
         },

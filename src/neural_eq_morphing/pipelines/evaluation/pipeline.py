@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kedro.pipeline import Pipeline, node
 
 from neural_eq_morphing.pipelines import per_design, stage
@@ -80,10 +82,11 @@ def create_evaluation_pipeline() -> Pipeline:
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(designs: Sequence[str] | None = None, **kwargs) -> Pipeline:
     """Create the ``evaluation`` pipeline: one namespaced copy of the template per design."""
     return per_design(
         stage(create_evaluation_pipeline(), "evaluate"),
+        designs,
         parameters=lambda design: {
             "params:evaluation": "params:evaluation",
             "params:strict_ranges": f"params:designs.{design}.strict_ranges",

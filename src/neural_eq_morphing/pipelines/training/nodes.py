@@ -8,11 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, normaliser_from_dict
-from neural_eq_morphing.models.data import decoder_normaliser, features_of, term_codes
+from neural_eq_morphing.models.data import decoder_normaliser, train_on_tables
 from neural_eq_morphing.models.modules import SemanticEQModel
 from neural_eq_morphing.models.progress import default_progress
-from neural_eq_morphing.models.training import HISTORY_COLUMNS, TrainingConfig, train
+from neural_eq_morphing.models.training import HISTORY_COLUMNS, TrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +48,6 @@ def train_model(
         )
     seed = int(values.pop("seed"))
     config = TrainingConfig.from_dict(values)
-    transform = normaliser_from_dict(feature_normaliser)
-    zscore = transform if isinstance(transform, ZScoreNormaliser) else None
-    train_labels, validation_labels = term_codes(train_table, validation_table)
     logger.info(
         "Training (seed %d): %d epochs, batch %d, %d training and %d validation rows",
         seed,
@@ -60,15 +56,12 @@ def train_model(
         len(train_table),
         len(validation_table),
     )
-    result = train(
+    result = train_on_tables(
         config,
-        features_of(train_table),
-        train_labels,
-        features_of(validation_table),
-        validation_labels,
-        seeds=[seed],
-        zscore_mean=None if zscore is None else zscore.mean,
-        zscore_std=None if zscore is None else zscore.std,
+        train_table,
+        validation_table,
+        feature_normaliser,
+        [seed],
         progress=default_progress("train"),
     )
     model = result.models[0].eval()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kedro.pipeline import Pipeline, node
 
 from neural_eq_morphing.pipelines import per_design, stage
@@ -33,10 +35,11 @@ def create_training_pipeline() -> Pipeline:
     )
 
 
-def create_pipeline(**kwargs) -> Pipeline:
+def create_pipeline(designs: Sequence[str] | None = None, **kwargs) -> Pipeline:
     """Create the ``training`` pipeline: one namespaced copy of the template per design."""
     return per_design(
         stage(create_training_pipeline(), "train"),
+        designs,
         parameters=lambda design: {"params:training": f"params:designs.{design}.training"},
         tags="training",
     )
