@@ -21,7 +21,14 @@ settings are its own; with ``--repeat`` the cases are interleaved, ABCABC…):
   ``torch.optim.Adam`` over the stacked parameters, for the same Log 2 ensemble, over
   ``--eager-epochs`` epochs;
 * ``log1`` / ``ensemble-log1``: the hand-written cases for Log 1;
-* ``compiled``: the eager step under ``torch.compile``, with its compile time.
+* ``compiled``: the eager step under ``torch.compile``, with its compile time;
+* ``folds``: one Log 2 ensemble of ``--fold-members`` (default 18) members with rows of
+  their own through :func:`~neural_eq_morphing.models.train_members`, drawn like
+  cross-validation folds: member ``k`` has seed ``k mod --seeds``, a random subset of
+  600-1000 rows as training rows and the other rows as validation rows. Its members see
+  fewer training rows than ``ensemble``'s (which trains and validates on all rows), so
+  besides ms per model-epoch it prints the rows per member and the figure scaled to all
+  rows by the mean training row count.
 
 The figure is the median epoch (training and validation) per model, in ms per
 model-epoch, with its ratio against ``eager`` when that case ran.
@@ -32,6 +39,7 @@ Usage::
     .venv/bin/python benchmarks/train_speed.py --repeat 3
     .venv/bin/python benchmarks/train_speed.py --cases ensemble --workers 1 --threads 2
     .venv/bin/python benchmarks/train_speed.py --cases log2 ensemble --keep-freed-memory
+    .venv/bin/python benchmarks/train_speed.py --cases eager ensemble folds --epochs 10
     .venv/bin/python benchmarks/train_speed.py --profile
 """
 
@@ -61,11 +69,14 @@ from torch.profiler import profile as torch_profile
 from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, build_normaliser
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
 from neural_eq_morphing.models import (
+    MemberData,
     SemanticEQModel,
     TrainingConfig,
+    TrainingResult,
     reconstruction_loss,
     supervised_contrastive_loss,
     train,
+    train_members,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -76,10 +87,12 @@ CANDIDATES = (
     PROJECT_ROOT / "data" / "01_raw" / SAFE_DB_NAME,
 )
 MIN_EXAMPLES = 5
-CASES = ("eager", "log2", "ensemble", "func", "log1", "ensemble-log1", "compiled")
+CASES = ("eager", "log2", "ensemble", "func", "log1", "ensemble-log1", "compiled", "folds")
 DEFAULT_CASES = ("eager", "log2", "ensemble", "func")
 #: The design each case trains.
 DESIGN_OF_CASE = {"log1": "log1", "ensemble-log1": "log1"}
+#: Training rows of a ``folds`` member: drawn uniformly from this range (inclusive).
+FOLD_TRAIN_ROWS = (600, 1000)
 
 
 def load_rows(path: Path | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -197,6 +210,19 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     elif case == "func":
         result.update(func_loop(config, features, labels, seeds, epochs=args.eager_epochs))
+    elif case == "folds":
+        members = fold_members(features, labels, mean, std, args.fold_members, args.seeds)
+        started = time.perf_counter()
+        run = train_members(config, members)
+        result.update(train_figures(config, run, time.perf_counter() - started))
+        train_rows = [len(m.train_labels) for m in members]
+        mean_rows = float(np.mean(train_rows))
+        result.update(
+            train_rows_per_member=train_rows,
+            val_rows_per_member=[len(m.val_labels) for m in members],
+            mean_train_rows=mean_rows,
+            ms_per_model_epoch_at_all_rows=result["ms_per_model_epoch"] * len(labels) / mean_rows,
+        )
     else:
         started = time.perf_counter()
         run = train(
@@ -209,22 +235,61 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
             zscore_mean=mean,
             zscore_std=std,
         )
-        total = time.perf_counter() - started
-        last = run.history[run.history["epoch"] == config.epochs]
-        result.update(
-            members=len(seeds),
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            median_ms_per_epoch=run.timing.median_ms_per_epoch,
-            ms_per_model_epoch=run.timing.median_ms_per_epoch / len(seeds),
-            mean_ms_per_epoch=run.timing.ms_per_epoch,
-            slowest_epoch_ms=1000.0 * max(run.timing.epoch_s),
-            train_s=run.timing.train_s,
-            total_s=total,
-            final_val_loss=float(last["val_loss"].mean()),
-        )
+        result.update(train_figures(config, run, time.perf_counter() - started))
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def train_figures(config: TrainingConfig, run: TrainingResult, total_s: float) -> dict[str, Any]:
+    """The figures of a run of the hand-written trainer (``train`` or ``train_members``)."""
+    members = len(run.models)
+    last = run.history[run.history["epoch"] == config.epochs]
+    return {
+        "members": members,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "median_ms_per_epoch": run.timing.median_ms_per_epoch,
+        "ms_per_model_epoch": run.timing.median_ms_per_epoch / members,
+        "mean_ms_per_epoch": run.timing.ms_per_epoch,
+        "slowest_epoch_ms": 1000.0 * max(run.timing.epoch_s),
+        "train_s": run.timing.train_s,
+        "total_s": total_s,
+        "final_val_loss": float(last["val_loss"].mean()),
+    }
+
+
+def fold_members(
+    features: np.ndarray,
+    labels: np.ndarray,
+    mean: Any,
+    std: Any,
+    count: int,
+    seeds: int,
+) -> list[MemberData]:
+    """``count`` members drawn like cross-validation folds (the ``folds`` case).
+
+    Member ``k`` has seed ``k mod seeds``, a random subset of ``FOLD_TRAIN_ROWS`` rows as
+    its training rows and the other rows as its validation rows (a fixed draw).
+    """
+    rng = np.random.default_rng(0)
+    low, high = FOLD_TRAIN_ROWS
+    members = []
+    for k in range(count):
+        n = int(rng.integers(low, min(high, len(labels) - 1) + 1))
+        order = rng.permutation(len(labels))
+        train_rows, val_rows = np.sort(order[:n]), np.sort(order[n:])
+        members.append(
+            MemberData(
+                seed=k % seeds,
+                train_features=features[train_rows],
+                train_labels=labels[train_rows],
+                val_features=features[val_rows],
+                val_labels=labels[val_rows],
+                zscore_mean=mean,
+                zscore_std=std,
+            )
+        )
+    return members
 
 
 def _steady_median_ms(times: list[float]) -> float:
@@ -406,6 +471,13 @@ def describe(r: dict[str, Any]) -> str:
         )
     if "first_epoch_s" in r:
         text += f", first epoch {r['first_epoch_s']:.2f} s"
+    if "train_rows_per_member" in r:
+        text += (
+            f"; training rows per member {r['train_rows_per_member']} (mean "
+            f"{r['mean_train_rows']:.0f} of {r['rows']}; validation the rest), "
+            f"{r['ms_per_model_epoch_at_all_rows']:.1f} ms/model-epoch scaled to {r['rows']} "
+            "training rows"
+        )
     return text + f", peak RSS {r['peak_rss_mb']:.0f} MiB"
 
 
@@ -432,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=CASES)
     parser.add_argument("--seeds", type=int, default=5, help="members of the ensemble cases")
+    parser.add_argument("--fold-members", type=int, default=18, help="members of the folds case")
     parser.add_argument("--epochs", type=int, default=None, help="override the designs' epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--workers", type=int, default=None, help="TrainingConfig.workers")
@@ -461,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     _, rows, note = load_rows(find_file(args.data))
     print(f"data: {note}, {len(rows)} rows (all used for training and validation)")
     forwarded = []
-    for name in ("seeds", "epochs", "threads", "workers", "eager_epochs", "data"):
+    for name in ("seeds", "fold_members", "epochs", "threads", "workers", "eager_epochs", "data"):
         value = getattr(args, name)
         if value is not None:
             forwarded += [f"--{name.replace('_', '-')}", str(value)]

@@ -32,21 +32,26 @@ from neural_eq_morphing.models.progress import (
 )
 from neural_eq_morphing.models.training import (
     HISTORY_COLUMNS,
+    MEMBER_HISTORY_COLUMNS,
+    MemberData,
     TrainingConfig,
     TrainingResult,
     TrainingTiming,
     train,
+    train_members,
 )
 
 __all__ = [
     "DECODER_HEADS",
     "HISTORY_COLUMNS",
+    "MEMBER_HISTORY_COLUMNS",
     "BatchedSemanticEQ",
     "ConsoleProgress",
     "Decoder",
     "DecoderHead",
     "Encoder",
     "EpochReport",
+    "MemberData",
     "ParameterLayout",
     "ProgressCallback",
     "ResidualBlock",
@@ -60,4 +65,5 @@ __all__ = [
     "reconstruction_loss",
     "supervised_contrastive_loss",
     "train",
+    "train_members",
 ]

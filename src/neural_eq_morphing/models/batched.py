@@ -22,6 +22,15 @@ The optimiser is not here: :func:`~neural_eq_morphing.models.training.train` giv
 member a ``torch.optim.Adam`` over its row of :attr:`~BatchedSemanticEQ.flat`, whose
 ``.grad`` is the matching row of :attr:`~BatchedSemanticEQ.grad`.
 
+Members may train on rows of their own
+(:func:`~neural_eq_morphing.models.training.train_members`): then a step's batches can
+differ in size between members. They are padded to the largest, and a row mask
+``valid`` ``(M, B)`` (:meth:`BatchedSemanticEQ.loss_and_grad`,
+:func:`batched_contrastive`, :meth:`BatchedSemanticEQ.evaluate_members`) makes the padded
+rows contribute exactly nothing: each member's losses and gradients are those of its own
+rows alone, up to float round-off. Likewise the z-score vectors of the consistent-units
+loss may be one pair per member.
+
 The maths is that of :class:`~neural_eq_morphing.models.modules.SemanticEQModel` with
 the losses of :mod:`neural_eq_morphing.models.losses`; the tests check values and
 gradients against autograd on the module. :meth:`BatchedSemanticEQ.from_models` and
@@ -289,7 +298,11 @@ class _Contrastive(NamedTuple):
 
 
 def batched_contrastive(
-    projection: Tensor, labels: Tensor, temperature: float, weight: float | None = None
+    projection: Tensor,
+    labels: Tensor,
+    temperature: float,
+    weight: float | None = None,
+    valid: Tensor | None = None,
 ) -> _Contrastive:
     """Supervised contrastive loss of ``G`` independent batches, with its gradient.
 
@@ -302,6 +315,12 @@ def batched_contrastive(
         temperature: Softmax temperature.
         weight: When given, also return ``d(weight · loss_g) / d projection`` for every
             batch ``g``.
+        valid: Optional row mask ``(G, B)`` (bool) of batches padded to a common size:
+            a padded row is no anchor and no positive, and its column gets
+            :data:`~neural_eq_morphing.models.losses.SELF_LOGIT` added, whose ``exp`` is
+            exactly 0 in float32. Batch ``g``'s loss is then that of its valid rows
+            alone (to float round-off) and the gradient is exactly 0 on padded rows.
+            Padded rows must hold finite values. ``None``: every row is valid.
 
     Returns:
         The loss per batch ``(G,)`` and the gradient ``(G, B, D)`` (or ``None``).
@@ -312,10 +331,15 @@ def batched_contrastive(
     norm = torch.linalg.vector_norm(projection, dim=-1, keepdim=True).clamp_min_(NORMALISE_EPS)
     z = projection / norm
     self_logit = _self_logits(batch, projection.dtype)
+    if valid is not None:
+        padded = torch.zeros(valid.shape, dtype=projection.dtype).masked_fill_(~valid, SELF_LOGIT)
+        self_logit = self_logit + padded.unsqueeze(1)
     logits = torch.baddbmm(self_logit, z, z.transpose(1, 2), alpha=1.0 / temperature)
     lse = torch.logsumexp(logits, dim=-1, keepdim=True)
     positives = labels.unsqueeze(-1) == labels.unsqueeze(-2)
     positives.diagonal(dim1=-2, dim2=-1).fill_(False)
+    if valid is not None:
+        positives &= valid.unsqueeze(-1) & valid.unsqueeze(-2)
     positives = positives.to(projection.dtype)
     n_pos = positives.sum(-1, keepdim=True)
     has_pos = (n_pos > 0).to(projection.dtype)
@@ -362,8 +386,10 @@ class BatchedSemanticEQ:
         model_config: The members' :attr:`SemanticEQModel.model_config`.
         flat: Parameters, shape ``(M, layout.size)``; see :class:`ParameterLayout`.
         temperature: Temperature of the contrastive loss.
-        zscore_mean: For the consistent-units loss: column means ``(13,)``.
-        zscore_std: For the consistent-units loss: column stds ``(13,)``.
+        zscore_mean: For the consistent-units loss: column means ``(13,)`` shared by all
+            members, or one row per member ``(M, 13)`` or ``(M, 1, 13)``.
+        zscore_std: For the consistent-units loss: column stds, shaped as
+            ``zscore_mean``.
         recon_in_consistent_units: ``plugin_units`` heads only: z-score the decoder
             output before the MSE (otherwise the original units mismatch is kept; see
             :func:`~neural_eq_morphing.models.losses.reconstruction_loss`).
@@ -405,9 +431,26 @@ class BatchedSemanticEQ:
                     "recon_in_consistent_units needs the z-score mean and std of the normaliser"
                 )
             self._zscore = (
-                torch.as_tensor(zscore_mean, dtype=torch.float32).reshape(-1),
-                torch.as_tensor(zscore_std, dtype=torch.float32).reshape(-1),
+                self._zscore_vectors(zscore_mean, "zscore_mean"),
+                self._zscore_vectors(zscore_std, "zscore_std"),
             )
+
+    def _zscore_vectors(self, values: Any, name: str) -> Tensor:
+        """``(13,)`` shared by all members, or ``(M, 1, 13)``: one vector per member."""
+        tensor = torch.as_tensor(values, dtype=torch.float32)
+        n_features = int(self.model_config["n_features"])
+        if tensor.ndim <= 1:
+            if tensor.numel() != n_features:
+                raise ValueError(
+                    f"{name} must hold {n_features} values, got shape {tuple(tensor.shape)}"
+                )
+            return tensor.reshape(-1)
+        if tensor.numel() != self.members * n_features or tensor.shape[0] != self.members:
+            raise ValueError(
+                f"{name} must have shape ({n_features},), ({self.members}, {n_features}) or "
+                f"({self.members}, 1, {n_features}), got {tuple(tensor.shape)}"
+            )
+        return tensor.reshape(self.members, 1, n_features).contiguous()
 
     @property
     def members(self) -> int:
@@ -507,9 +550,30 @@ class BatchedSemanticEQ:
             diff = (output - mean).div_(std).sub_(target)
         return diff.square().mean(dim=(1, 2)), diff
 
+    def _masked_reconstruction(
+        self, output: Tensor, target: Tensor, valid: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Per-member MSE over the valid rows, and its gradient w.r.t. the ``output``."""
+        if self._zscore is None:
+            diff = output - target
+        else:
+            mean, std = self._zscore
+            diff = (output - mean).div_(std).sub_(target)
+        diff.mul_(valid.unsqueeze(-1))
+        # 1 / (valid rows · 13) per member; a member without valid rows gets 0.
+        rows = valid.sum(1, dtype=diff.dtype)
+        scale = rows.mul_(diff.shape[-1]).clamp_min_(1.0).reciprocal_().view(-1, 1, 1)
+        recon = diff.square().sum(dim=(1, 2)).mul_(scale.view(-1))
+        return recon, diff.mul_(scale * 2.0)
+
     # ----------------------------------------------------------------- training
     def loss_and_grad(
-        self, x: Tensor, labels: Tensor, masks: Tensor | None, contrastive_weight: float
+        self,
+        x: Tensor,
+        labels: Tensor,
+        masks: Tensor | None,
+        contrastive_weight: float,
+        valid: Tensor | None = None,
     ) -> StepLosses:
         """Forward and backward of ``reconstruction + weight · contrastive`` on one batch.
 
@@ -520,6 +584,12 @@ class BatchedSemanticEQ:
             labels: Class ids ``(M, B)``.
             masks: Scaled dropout masks ``(M, B, dropout_width)`` or ``None``.
             contrastive_weight: Weight of the contrastive term.
+            valid: Optional row mask ``(M, B)`` (bool) when the members' batches were
+                padded to a common size ``B``: member ``k``'s losses and gradient are
+                then those of its valid rows alone (to float round-off; the padded rows
+                contribute exactly nothing, but must hold finite values). A member
+                without valid rows gets losses 0 and a zero gradient. ``None``: every
+                row is valid.
 
         Returns:
             The unweighted loss components per member.
@@ -530,8 +600,11 @@ class BatchedSemanticEQ:
         n_enc = len(p.encoder)
 
         # Reconstruction: MSE, through the head's affine sigmoid.
-        recon, diff = self._reconstruction(trace.output, x)
-        d_out = diff.mul_(2.0 / (batch * diff.shape[-1]))
+        if valid is None:
+            recon, diff = self._reconstruction(trace.output, x)
+            d_out = diff.mul_(2.0 / (batch * diff.shape[-1]))
+        else:
+            recon, d_out = self._masked_reconstruction(trace.output, x, valid)
         if self._zscore is not None:
             d_out = d_out.div_(self._zscore[1])
         if self._plain_sigmoid:
@@ -550,7 +623,7 @@ class BatchedSemanticEQ:
 
         # Contrastive: through the projection; both paths meet at the latent.
         contrastive = batched_contrastive(
-            trace.projection, labels, self.temperature, contrastive_weight
+            trace.projection, labels, self.temperature, contrastive_weight, valid
         )
         d_proj = contrastive.d_projection
         if d_proj is None:  # pragma: no cover - always set when a weight is given
@@ -614,4 +687,55 @@ class BatchedSemanticEQ:
             contrastive_parts.append(loss.view(members, 1))
         return StepLosses(
             torch.cat(recon_parts, dim=1).mean(1), torch.cat(contrastive_parts, dim=1).mean(1)
+        )
+
+    @torch.no_grad()
+    def evaluate_members(
+        self, x: Tensor, labels: Tensor, counts: Sequence[int], batch_size: int
+    ) -> StepLosses:
+        """Eval-mode losses of members with rows of their own, in one batched pass.
+
+        Member ``k`` is evaluated on its first ``counts[k]`` rows in consecutive batches
+        of ``batch_size`` rows (its last batch may be smaller); each loss is the mean of
+        its per-batch values, as :meth:`evaluate` computes for rows shared by all members
+        (equal to float round-off). Rows past a member's count are padding and do not
+        count.
+
+        Args:
+            x: Features ``(M, N, 13)``, member ``k``'s rows first, then padding (finite).
+            labels: Class ids ``(M, N)``.
+            counts: Rows of each member, each in ``[1, N]``.
+            batch_size: Rows per batch.
+
+        Returns:
+            Per-member loss components, each ``(M,)``.
+        """
+        members, n = x.shape[0], x.shape[1]
+        if len(counts) != members or not all(1 <= c <= n for c in counts):
+            raise ValueError(f"counts must be {members} values in [1, {n}], got {list(counts)}")
+        trace = self._forward(x, None)
+        output = trace.output
+        if self._zscore is not None:
+            output = (output - self._zscore[0]).div_(self._zscore[1])
+        per_row = (output - x).square_().mean(-1)
+        batches = -(-n // batch_size)
+        pad = batches * batch_size - n
+        projection = torch.nn.functional.pad(trace.projection, (0, 0, 0, pad))
+        per_row = torch.nn.functional.pad(per_row, (0, pad))
+        labels = torch.nn.functional.pad(labels, (0, pad))
+        valid = torch.arange(batches * batch_size) < torch.tensor(counts).unsqueeze(1)
+        valid = valid.view(members, batches, batch_size)
+        rows = valid.sum(-1)
+        recon = per_row.view(members, batches, batch_size).mul_(valid).sum(-1)
+        recon = recon / rows.clamp_min(1)
+        contrastive = batched_contrastive(
+            projection.view(members * batches, batch_size, -1),
+            labels.view(members * batches, batch_size),
+            self.temperature,
+            valid=valid.view(members * batches, batch_size),
+        ).loss.view(members, batches)
+        used = rows > 0
+        n_batches = used.sum(1)
+        return StepLosses(
+            recon.mul_(used).sum(1) / n_batches, contrastive.mul_(used).sum(1) / n_batches
         )

@@ -1,6 +1,11 @@
-"""Training of the semantic EQ models: one model per seed, the seeds as a batched ensemble.
+"""Training of the semantic EQ models: several models at once, as one batched ensemble.
 
-:func:`train` drives the epochs and goes down the stack once:
+Each model is a *member* of the ensemble. :func:`train` trains one member per seed, all
+on the same training and validation rows; :func:`train_members` trains members that each
+have rows of their own (:class:`MemberData`: seed, training and validation rows,
+z-score vectors; row counts may differ, seeds may repeat), e.g. every fold × seed of a
+cross-validation in one ensemble. Both drive the same engine, which goes down the stack
+once:
 
 1. :mod:`~neural_eq_morphing.models.modules` gives each seed's initial
    :class:`~neural_eq_morphing.models.modules.SemanticEQModel`;
@@ -13,19 +18,28 @@
    matching row of the gradient buffer), and one
    ``torch.optim.lr_scheduler.ReduceLROnPlateau`` per member on its validation loss.
 
-Every member gets the training it would get alone: its own ``torch.Generator`` (seeded
-with its seed) draws, in this order, its initial weights, then per epoch its batch
-permutation and per step its dropout masks; it has its own Adam state and learning rate
-and its own plateau schedule. Batched and solo runs of a seed differ only by float
-round-off (about 1e-8 after an epoch, amplified over a long run). Same seeds, data,
-config and thread count ⇒ bit-identical results.
+Every member gets the training it would get alone (``train(config, <its rows>,
+seeds=[its seed])``): its own ``torch.Generator`` (seeded with its seed) draws, in this
+order, its initial weights, then per epoch the permutation of its training rows and per
+step the dropout masks of its batch; it has its own Adam state and learning rate and
+its own plateau schedule. Batched and solo runs of a member differ only by float
+round-off (about 1e-8 after an epoch, amplified over a long run). Same members, config
+and thread count ⇒ bit-identical results.
 
-Per epoch: shuffled mini-batches (the last one may be smaller), loss
-``reconstruction + w · contrastive`` with the epoch's contrastive weight ``w``, one Adam
-step per batch; then the validation losses in eval mode (no dropout) over consecutive
-batches of ``batch_size`` rows; then the LR schedule (if any) on the validation total
-loss. Training losses are means over the epoch's batches, validation losses means over
-the validation batches.
+Per epoch: shuffled mini-batches of the member's rows (the last one may be smaller),
+loss ``reconstruction + w · contrastive`` with the epoch's contrastive weight ``w``, one
+Adam step per batch; then the validation losses in eval mode (no dropout) over
+consecutive batches of ``batch_size`` of its validation rows; then the LR schedule (if
+any) on the validation total loss. Training losses are means over the member's batches,
+validation losses means over its validation batches.
+
+Members with rows of their own: a member with ``n`` rows has ``ceil(n / batch_size)``
+steps per epoch and the ensemble as many steps as its longest member. While every
+member's batch at a step has the same size the step is the plain batched one; otherwise
+the batches are padded to the largest and a row mask keeps the padded rows out of every
+loss and gradient (:mod:`~neural_eq_morphing.models.batched`); a member whose epoch is
+over takes no Adam step. With shared rows (:func:`train`) the sizes always agree, and
+validation is one pass over the shared rows.
 
 Groups (:attr:`TrainingConfig.workers`): the members may be split into a few contiguous
 groups, each a ``BatchedSemanticEQ`` trained in its own thread on one intra-op thread.
@@ -80,6 +94,9 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "contrastive_weight",
     "learning_rate",
 )
+#: Columns of :attr:`TrainingResult.history` from :func:`train_members`, in order: the
+#: member's index into the ``members`` given, then :data:`HISTORY_COLUMNS`.
+MEMBER_HISTORY_COLUMNS: tuple[str, ...] = ("member", *HISTORY_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -273,13 +290,16 @@ class TrainingTiming:
 
 @dataclass
 class TrainingResult:
-    """The outcome of :func:`train`.
+    """The outcome of :func:`train` or :func:`train_members`.
 
     Attributes:
-        models: One trained :class:`SemanticEQModel` per seed, in eval mode.
-        history: One row per seed and epoch (seeds in the order given, epochs ascending);
-            columns :data:`HISTORY_COLUMNS`.
-        seeds: The seeds, in the order of ``models``.
+        models: One trained :class:`SemanticEQModel` per member, in eval mode.
+        history: One row per member and epoch (members in the order given, epochs
+            ascending); columns :data:`HISTORY_COLUMNS` from :func:`train`,
+            :data:`MEMBER_HISTORY_COLUMNS` (the member index first) from
+            :func:`train_members`.
+        seeds: The members' seeds, in the order of ``models`` (distinct from
+            :func:`train`; they may repeat from :func:`train_members`).
         config: The configuration used.
         timing: Wall-clock figures.
     """
@@ -291,12 +311,40 @@ class TrainingResult:
     timing: TrainingTiming
 
 
-@dataclass
-class _Data:
-    x_train: Tensor
-    y_train: Tensor
-    x_val: Tensor
-    y_val: Tensor
+@dataclass(frozen=True, eq=False)
+class MemberData:
+    """One member of :func:`train_members`: a seed and rows of its own.
+
+    A member is one model of a batched ensemble. With :func:`train_members` each member
+    has its own training and validation rows (the row counts may differ between
+    members), its own z-score vectors and its own seed (seeds may repeat across members,
+    e.g. the same seeds on different cross-validation folds), and it gets the training
+    it would get alone: that of ``train(config, <its rows>, seeds=[seed], ...)``, to
+    float round-off.
+
+    The arrays are validated as :func:`train`'s arguments are (errors name the member's
+    index); they are not copied until training starts.
+
+    Attributes:
+        seed: Seed of the member's generator (initial weights, batch order, dropout).
+        train_features: Normalised training features ``(n, 13)``, ``n >= 1``; also the
+            target.
+        train_labels: Integer term ids of the training rows ``(n,)``.
+        val_features: Normalised validation features ``(n_val, 13)``, ``n_val >= 1``.
+        val_labels: Integer term ids of the validation rows ``(n_val,)``.
+        zscore_mean: Column means of the member's z-score normaliser ``(13,)``; needed
+            with ``recon_in_consistent_units``.
+        zscore_std: Column standard deviations of the member's z-score normaliser
+            ``(13,)``, positive.
+    """
+
+    seed: int
+    train_features: Any
+    train_labels: Any
+    val_features: Any
+    val_labels: Any
+    zscore_mean: Any = None
+    zscore_std: Any = None
 
 
 def _features(values: Any, name: str) -> Tensor:
@@ -324,6 +372,96 @@ def _vector(values: Any, name: str) -> Tensor:
     if array.shape != (N_PARAMETERS,):
         raise ValueError(f"{name} must hold {N_PARAMETERS} values, got shape {array.shape}")
     return torch.from_numpy(array).to(torch.float32)
+
+
+def _zscore(
+    config: TrainingConfig, mean: Any, std: Any, prefix: str = ""
+) -> tuple[Tensor, Tensor] | None:
+    """The validated z-score vectors, when the config's loss needs them (else ``None``).
+
+    Vectors given although the loss does not need them are validated all the same.
+    """
+    if config.recon_in_consistent_units and (mean is None or std is None):
+        raise ValueError(
+            f"{prefix}recon_in_consistent_units needs zscore_mean and zscore_std "
+            "(the z-score normaliser's mean and std vectors)"
+        )
+    mean_t = _vector(mean, f"{prefix}zscore_mean") if mean is not None else None
+    std_t = _vector(std, f"{prefix}zscore_std") if std is not None else None
+    if std_t is not None and bool((std_t <= 0).any()):
+        raise ValueError(f"{prefix}zscore_std must be positive in every column")
+    if not config.recon_in_consistent_units or mean_t is None or std_t is None:
+        return None
+    return mean_t, std_t
+
+
+@dataclass
+class _Shared:
+    """Rows every member trains and validates on (:func:`train`)."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    zscore: tuple[Tensor, Tensor] | None  # (13,) each
+
+    @property
+    def train_counts(self) -> list[int]:
+        return [self.x_train.shape[0]]
+
+    def take(self, members: Sequence[int]) -> _Shared:
+        """The data of some members: the same rows."""
+        return self
+
+
+@dataclass
+class _Rows:
+    """Rows of each member, padded to the longest: ``x`` ``(M, N, 13)``, ``y`` ``(M, N)``.
+
+    Member ``k``'s rows are ``x[k, :counts[k]]``; the padding is zeros (finite).
+    """
+
+    x: Tensor
+    y: Tensor
+    counts: list[int]
+
+    @classmethod
+    def stack(cls, features: Sequence[Tensor], labels: Sequence[Tensor]) -> _Rows:
+        counts = [f.shape[0] for f in features]
+        x = torch.zeros(len(counts), max(counts), N_PARAMETERS)
+        y = torch.zeros(len(counts), max(counts), dtype=torch.int64)
+        for k, (f, label) in enumerate(zip(features, labels, strict=True)):
+            x[k, : counts[k]] = f
+            y[k, : counts[k]] = label
+        return cls(x, y, counts)
+
+    def take(self, members: Sequence[int]) -> _Rows:
+        counts = [self.counts[k] for k in members]
+        index = torch.tensor(list(members))
+        n = max(counts)
+        return _Rows(self.x[index, :n].contiguous(), self.y[index, :n].contiguous(), counts)
+
+
+@dataclass
+class _PerMember:
+    """Rows of each member (:func:`train_members`)."""
+
+    train: _Rows
+    val: _Rows
+    zscore: tuple[Tensor, Tensor] | None  # (M, 1, 13) each
+
+    @property
+    def train_counts(self) -> list[int]:
+        return self.train.counts
+
+    def take(self, members: Sequence[int]) -> _PerMember:
+        """The data of some members (in that order)."""
+        index = torch.tensor(list(members))
+        zscore = None if self.zscore is None else (self.zscore[0][index], self.zscore[1][index])
+        return _PerMember(self.train.take(members), self.val.take(members), zscore)
+
+
+_Data = _Shared | _PerMember
 
 
 def initial_models(
@@ -354,8 +492,9 @@ class MemberAdam:
     (:attr:`members`, never stepped): its ``ReduceLROnPlateau`` acts on that, and
     :meth:`end_epoch` regroups Adam's parameter groups after the schedules stepped.
 
-    :func:`train` builds the ensemble and this outside ``torch.inference_mode`` (the rows
-    stay ordinary tensors) and steps inside it.
+    :func:`train` and :func:`train_members` build the ensemble and this outside
+    ``torch.inference_mode`` (the rows stay ordinary tensors) and step inside it; a
+    member whose epoch is over sits out a step (:meth:`step`'s ``active``).
 
     Args:
         config: ``learning_rate``, ``betas``, ``eps``, ``fused_adam`` and the schedule
@@ -391,9 +530,29 @@ class MemberAdam:
         """The members' current learning rates."""
         return [float(member.param_groups[0]["lr"]) for member in self.members]
 
-    def step(self) -> None:
-        """One Adam step of every member with the gradient now in ``ensemble.grad``."""
-        self.adam.step()
+    def step(self, active: Sequence[bool] | None = None) -> None:
+        """One Adam step of the members with the gradient now in ``ensemble.grad``.
+
+        Args:
+            active: Which members step (one flag per member); ``None``: all. An inactive
+                member's row has its ``.grad`` set to ``None`` for the step, so
+                ``torch.optim.Adam`` leaves its weights, moments and step count alone
+                (as if it had not been called for that member).
+        """
+        if active is None or all(active):
+            self.adam.step()
+            return
+        if len(active) != len(self.rows):
+            raise ValueError(f"need {len(self.rows)} flags, got {len(active)}")
+        idle = [row for row, on in zip(self.rows, active, strict=True) if not on]
+        grads = [row.grad for row in idle]
+        for row in idle:
+            row.grad = None
+        try:
+            self.adam.step()
+        finally:
+            for row, grad in zip(idle, grads, strict=True):
+                row.grad = grad
 
     def end_epoch(self, val_losses: Sequence[float]) -> None:
         """Step every member's schedule on its validation loss (if there is a schedule)."""
@@ -429,7 +588,10 @@ def train(
     zscore_std: Any = None,
     progress: ProgressCallback | None = None,
 ) -> TrainingResult:
-    """Train one model per seed, the seeds batched together as one ensemble.
+    """Train one model per seed on shared rows, the seeds batched together as one ensemble.
+
+    Every member (one per seed) trains and validates on the same rows; see
+    :func:`train_members` for members with rows of their own (this is the same engine).
 
     Args:
         config: Hyper-parameters (see :class:`TrainingConfig`).
@@ -437,7 +599,7 @@ def train(
         train_labels: Integer term ids of the training rows ``(n,)``.
         val_features: Normalised validation features ``(n_val, 13)``.
         val_labels: Integer term ids of the validation rows ``(n_val,)``.
-        seeds: Seeds of the members; defaults to ``config.seeds``.
+        seeds: Seeds of the members, distinct; defaults to ``config.seeds``.
         zscore_mean: Column means of the z-score normaliser ``(13,)``; needed with
             ``recon_in_consistent_units``.
         zscore_std: Column standard deviations of the z-score normaliser ``(13,)``.
@@ -446,7 +608,8 @@ def train(
             :func:`~neural_eq_morphing.models.progress.default_progress`.
 
     Returns:
-        The trained models (eval mode), the per-epoch history and timings.
+        The trained models (eval mode, one per seed), the per-epoch history (columns
+        :data:`HISTORY_COLUMNS`) and timings.
     """
     started = time.perf_counter()
     seeds = [int(s) for s in (config.seeds if seeds is None else seeds)]
@@ -455,23 +618,101 @@ def train(
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
     config = replace(config, seeds=tuple(seeds))
-    data = _Data(
-        x_train=_features(train_features, "train_features"),
-        y_train=_labels(train_labels, len(train_features), "train_labels"),
-        x_val=_features(val_features, "val_features"),
-        y_val=_labels(val_labels, len(val_features), "val_labels"),
+    x_train = _features(train_features, "train_features")
+    x_val = _features(val_features, "val_features")
+    data = _Shared(
+        x_train=x_train,
+        y_train=_labels(train_labels, x_train.shape[0], "train_labels"),
+        x_val=x_val,
+        y_val=_labels(val_labels, x_val.shape[0], "val_labels"),
+        zscore=_zscore(config, zscore_mean, zscore_std),
     )
-    consistent = config.recon_in_consistent_units
-    if consistent and (zscore_mean is None or zscore_std is None):
-        raise ValueError(
-            "recon_in_consistent_units needs zscore_mean and zscore_std "
-            "(the z-score normaliser's mean and std vectors)"
-        )
-    mean = _vector(zscore_mean, "zscore_mean") if zscore_mean is not None else None
-    std = _vector(zscore_std, "zscore_std") if zscore_std is not None else None
-    if std is not None and bool((std <= 0).any()):
-        raise ValueError("zscore_std must be positive in every column")
+    models, history, timing = _fit(config, seeds, data, progress, started)
+    return TrainingResult(models, history[list(HISTORY_COLUMNS)], seeds, config, timing)
 
+
+def train_members(
+    config: TrainingConfig,
+    members: Sequence[MemberData],
+    *,
+    progress: ProgressCallback | None = None,
+) -> TrainingResult:
+    """Train one model per member, each on rows of its own, batched as one ensemble.
+
+    A member (:class:`MemberData`) is one model with its own seed, training rows,
+    validation rows and z-score vectors; e.g. the folds × seeds of a cross-validation
+    trained at once. Row counts may differ between members and seeds may repeat.
+
+    Guarantee: member ``k`` gets the training it would get alone, i.e. its weights and
+    history equal those of ``train(config, <its rows>, seeds=[its seed],
+    zscore_mean=..., zscore_std=...)`` to float round-off. Its generator draws, in
+    :func:`train`'s order, its initial weights, per epoch a permutation of its own rows
+    and per step the dropout masks of its own batch; its epoch has its own
+    ``ceil(n / batch_size)`` steps (the ensemble runs as many steps as its longest
+    member; a member whose epoch is over takes no Adam step); its validation runs over
+    its own rows in consecutive batches of ``batch_size``; its learning rate schedule
+    follows its own validation loss. Padded rows of shorter batches contribute exactly
+    nothing.
+
+    Args:
+        config: Hyper-parameters (see :class:`TrainingConfig`); ``config.seeds`` is
+            ignored (each member has its seed). With ``recon_in_consistent_units``
+            every member needs its ``zscore_mean`` and ``zscore_std``.
+        members: The members, at least one.
+        progress: Called after every epoch with an
+            :class:`~neural_eq_morphing.models.progress.EpochReport` of all members
+            (its ``seeds`` one per member, in member order, possibly repeating).
+
+    Returns:
+        The trained models (eval mode, one per member, in member order); the history
+        with columns :data:`MEMBER_HISTORY_COLUMNS` (``member`` the index into
+        ``members``), sorted by member then epoch; ``seeds`` one per member; ``config``
+        with ``seeds`` the distinct seeds in order of first use; timings.
+
+    Raises:
+        ValueError: No members, or a member's arrays or z-score vectors are invalid
+            (the message names the member's index).
+        TypeError: A member is not a :class:`MemberData`.
+    """
+    started = time.perf_counter()
+    if len(members) == 0:
+        raise ValueError("need at least one member")
+    seeds: list[int] = []
+    train_x: list[Tensor] = []
+    train_y: list[Tensor] = []
+    val_x: list[Tensor] = []
+    val_y: list[Tensor] = []
+    zscores: list[tuple[Tensor, Tensor] | None] = []
+    for k, member in enumerate(members):
+        if not isinstance(member, MemberData):
+            raise TypeError(f"members[{k}] must be a MemberData, got {type(member).__name__}")
+        name = f"members[{k}]"
+        seeds.append(int(member.seed))
+        train_x.append(_features(member.train_features, f"{name}.train_features"))
+        train_y.append(_labels(member.train_labels, train_x[-1].shape[0], f"{name}.train_labels"))
+        val_x.append(_features(member.val_features, f"{name}.val_features"))
+        val_y.append(_labels(member.val_labels, val_x[-1].shape[0], f"{name}.val_labels"))
+        zscores.append(_zscore(config, member.zscore_mean, member.zscore_std, f"{name}: "))
+    config = replace(config, seeds=tuple(dict.fromkeys(seeds)))
+    zscore = None
+    if config.recon_in_consistent_units:
+        zscore = (
+            torch.stack([z[0] for z in zscores if z is not None]).unsqueeze(1),
+            torch.stack([z[1] for z in zscores if z is not None]).unsqueeze(1),
+        )
+    data = _PerMember(_Rows.stack(train_x, train_y), _Rows.stack(val_x, val_y), zscore)
+    models, history, timing = _fit(config, seeds, data, progress, started)
+    return TrainingResult(models, history, seeds, config, timing)
+
+
+def _fit(
+    config: TrainingConfig,
+    seeds: list[int],
+    data: _Data,
+    progress: ProgressCallback | None,
+    started: float,
+) -> tuple[list[SemanticEQModel], pd.DataFrame, TrainingTiming]:
+    """The engine of :func:`train` and :func:`train_members`: one member per seed."""
     threads = torch.get_num_threads()
     workers = min(len(seeds), config.workers or threads)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -479,24 +720,24 @@ def train(
     groups = [
         _Group.of(
             config,
+            members,
             [seeds[k] for k in members],
             [models[k] for k in members],
             [generators[k] for k in members],
-            mean,
-            std,
+            data.take(members),
         )
         for members in _split(len(seeds), workers)
     ]
     reporter = _EpochReporter(config, groups, progress, started)
     epochs_started = time.perf_counter()
     if len(groups) == 1:
-        _run_group(config, groups[0], data, reporter, threading.Event())
+        _run_group(config, groups[0], reporter, threading.Event())
     else:
         with _intra_op_threads(max(1, threads // len(groups))):
-            _run_parallel(config, groups, data, reporter)
+            _run_parallel(config, groups, reporter)
     train_s = time.perf_counter() - epochs_started
     trained = [group.ensemble.export(k) for group in groups for k in range(group.ensemble.members)]
-    columns: dict[str, list[Any]] = {name: [] for name in HISTORY_COLUMNS}
+    columns: dict[str, list[Any]] = {name: [] for name in MEMBER_HISTORY_COLUMNS}
     for epoch in range(1, config.epochs + 1):
         _append(columns, reporter.record(epoch))
     timing = TrainingTiming(
@@ -506,7 +747,7 @@ def train(
         members=len(seeds),
         epoch_s=tuple(np.max([group.epoch_s for group in groups], axis=0).tolist()),
     )
-    return TrainingResult(trained, _history(columns, seeds), seeds, config, timing)
+    return trained, _history(columns), timing
 
 
 @dataclass
@@ -516,7 +757,9 @@ class _Group:
     ensemble: BatchedSemanticEQ
     generators: list[torch.Generator]
     optimiser: MemberAdam
+    members: list[int]  # indices among all members
     seeds: list[int]
+    data: _Data
     records: list[dict[str, list[Any]]] = field(default_factory=list)
     epoch_s: list[float] = field(default_factory=list)
 
@@ -524,20 +767,21 @@ class _Group:
     def of(
         cls,
         config: TrainingConfig,
+        members: list[int],
         seeds: list[int],
         models: Sequence[SemanticEQModel],
         generators: list[torch.Generator],
-        zscore_mean: Tensor | None,
-        zscore_std: Tensor | None,
+        data: _Data,
     ) -> _Group:
+        mean, std = data.zscore if data.zscore is not None else (None, None)
         ensemble = BatchedSemanticEQ.from_models(
             models,
             temperature=config.temperature,
-            zscore_mean=zscore_mean,
-            zscore_std=zscore_std,
+            zscore_mean=mean,
+            zscore_std=std,
             recon_in_consistent_units=config.recon_in_consistent_units,
         )
-        return cls(ensemble, generators, MemberAdam(config, ensemble), seeds)
+        return cls(ensemble, generators, MemberAdam(config, ensemble), members, seeds, data)
 
 
 class _EpochReporter:
@@ -559,8 +803,9 @@ class _EpochReporter:
         """All members' values of ``epoch`` (1-based), column by column, in member order."""
         parts = [group.records[epoch - 1] for group in self._groups]
         record = {name: [v for part in parts for v in part[name]] for name in parts[0]}
+        members = [member for group in self._groups for member in group.members]
         seeds = [seed for group in self._groups for seed in group.seeds]
-        record.update(seed=seeds, epoch=[epoch] * len(seeds))
+        record.update(member=members, seed=seeds, epoch=[epoch] * len(seeds))
         return record
 
     def finished(self, epoch: int) -> None:
@@ -590,14 +835,14 @@ class _EpochReporter:
 
 
 def _run_parallel(
-    config: TrainingConfig, groups: Sequence[_Group], data: _Data, reporter: _EpochReporter
+    config: TrainingConfig, groups: Sequence[_Group], reporter: _EpochReporter
 ) -> None:
     """Train every group in its own thread; the first error stops the others."""
     stop = threading.Event()
 
     def work(group: _Group) -> None:
         try:
-            _run_group(config, group, data, reporter, stop)
+            _run_group(config, group, reporter, stop)
         except BaseException:
             stop.set()
             raise
@@ -615,7 +860,6 @@ def _run_parallel(
 def _run_group(
     config: TrainingConfig,
     group: _Group,
-    data: _Data,
     reporter: _EpochReporter,
     stop: threading.Event,
 ) -> None:
@@ -627,7 +871,7 @@ def _run_group(
             if stop.is_set():
                 return
             epoch_started = time.perf_counter()
-            record = _epoch(config, group.ensemble, group.generators, group.optimiser, data, weight)
+            record = _epoch(config, group, weight)
             group.optimiser.end_epoch(record["val_loss"])
             group.records.append(record)
             group.epoch_s.append(time.perf_counter() - epoch_started)
@@ -659,38 +903,77 @@ def _intra_op_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _epoch(
-    config: TrainingConfig,
-    ensemble: BatchedSemanticEQ,
-    generators: Sequence[torch.Generator],
-    optimiser: MemberAdam,
-    data: _Data,
-    weight: float,
-) -> dict[str, list[Any]]:
-    """Train every member for one epoch and validate; one value per member and column."""
+def _permutations(data: _Data, generators: Sequence[torch.Generator]) -> Tensor:
+    """Each member's permutation of its training rows, ``(M, N)`` (padded with row 0)."""
+    if isinstance(data, _Shared):
+        n = data.x_train.shape[0]
+        return torch.stack([torch.randperm(n, generator=g) for g in generators])
+    counts = data.train.counts
+    perms = torch.zeros(len(counts), max(counts), dtype=torch.int64)
+    for k, (n, generator) in enumerate(zip(counts, generators, strict=True)):
+        perms[k, :n] = torch.randperm(n, generator=generator)
+    return perms
+
+
+def _epoch(config: TrainingConfig, group: _Group, weight: float) -> dict[str, list[Any]]:
+    """Train every member of a group for one epoch and validate; one value per member.
+
+    Step ``s`` takes rows ``s·batch_size`` to ``(s+1)·batch_size`` of each member's
+    permutation: ``sizes[k]`` rows, fewer in a member's last step, none after it. While
+    all sizes agree (always with shared rows) the step is the plain batched one; else the
+    batches are padded to the largest with a row mask, and members without rows take no
+    Adam step. A member's epoch losses are the means over its own steps.
+    """
+    ensemble, generators, optimiser, data = (
+        group.ensemble,
+        group.generators,
+        group.optimiser,
+        group.data,
+    )
     members = ensemble.members
-    n, batch_size = data.x_train.shape[0], config.batch_size
-    steps = -(-n // batch_size)
+    batch_size = config.batch_size
     dropout = config.dropout
     keep_scale = 1.0 / (1.0 - dropout)
     width = ensemble.dropout_width
     learning_rates = optimiser.learning_rates
-    perms = torch.stack([torch.randperm(n, generator=g) for g in generators])
+    counts = data.train_counts * members if isinstance(data, _Shared) else data.train_counts
+    member_steps = [-(-n // batch_size) for n in counts]
+    perms = _permutations(data, generators)
+    rows = torch.arange(members).unsqueeze(1)
     totals = torch.zeros(2, members)
-    for step in range(steps):
-        index = perms[:, step * batch_size : (step + 1) * batch_size]
+    for step in range(max(member_steps)):
+        start = step * batch_size
+        sizes = [min(batch_size, max(0, n - start)) for n in counts]
+        batch, even = max(sizes), min(sizes) == max(sizes)
+        index = perms[:, start : start + batch]
+        if isinstance(data, _Shared):
+            x, y = data.x_train[index], data.y_train[index]
+        else:
+            x, y = data.train.x[rows, index], data.train.y[rows, index]
         masks = None
         if dropout > 0:
-            uniform = torch.empty(members, index.shape[1], width)
-            for k, generator in enumerate(generators):
-                torch.rand((index.shape[1], width), generator=generator, out=uniform[k])
+            uniform = (torch.empty if even else torch.zeros)(members, batch, width)
+            for k, (size, generator) in enumerate(zip(sizes, generators, strict=True)):
+                if size:
+                    torch.rand((size, width), generator=generator, out=uniform[k, :size])
             masks = uniform.ge_(dropout).mul_(keep_scale)
-        losses = ensemble.loss_and_grad(data.x_train[index], data.y_train[index], masks, weight)
-        optimiser.step()
+        if even:
+            losses = ensemble.loss_and_grad(x, y, masks, weight)
+            optimiser.step()
+        else:
+            valid = torch.arange(batch) < torch.tensor(sizes).unsqueeze(1)
+            losses = ensemble.loss_and_grad(x, y, masks, weight, valid)
+            optimiser.step([size > 0 for size in sizes])  # members without rows: 0 losses
         totals[0] += losses.reconstruction
         totals[1] += losses.contrastive
-    totals /= steps
-    val = ensemble.evaluate(data.x_val, data.y_val, batch_size)
+    if len(set(member_steps)) == 1:
+        totals /= member_steps[0]
+    else:
+        totals /= torch.tensor(member_steps, dtype=totals.dtype)
+    if isinstance(data, _Shared):
+        val = ensemble.evaluate(data.x_val, data.y_val, batch_size)
+    else:
+        val = ensemble.evaluate_members(data.val.x, data.val.y, data.val.counts, batch_size)
     return {
         "train_loss": (totals[0] + weight * totals[1]).tolist(),
         "train_reconstruction": totals[0].tolist(),
@@ -713,10 +996,10 @@ def _append(columns: dict[str, list[Any]], record: Mapping[str, Sequence[Any]]) 
         columns[name].extend(values)
 
 
-def _history(columns: Mapping[str, list[Any]], seeds: Sequence[int]) -> pd.DataFrame:
-    """One row per member and epoch: members in the order of ``seeds``, epochs ascending."""
+def _history(columns: Mapping[str, list[Any]]) -> pd.DataFrame:
+    """One row per member and epoch, sorted by member then epoch; the member column first."""
     history = pd.DataFrame(columns)
-    member = history["seed"].map({seed: k for k, seed in enumerate(seeds)})
-    history = history.iloc[np.lexsort((history["epoch"], member))].reset_index(drop=True)
-    history = history.astype({"seed": np.int64, "epoch": np.int64})
-    return history[list(HISTORY_COLUMNS)]
+    history = history.iloc[np.lexsort((history["epoch"], history["member"]))]
+    history = history.reset_index(drop=True)
+    history = history.astype({"member": np.int64, "seed": np.int64, "epoch": np.int64})
+    return history[list(MEMBER_HISTORY_COLUMNS)]
