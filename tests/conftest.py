@@ -20,6 +20,11 @@ from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, PARAMETER_NAMES, UPPER_LIMITS
 from neural_eq_morphing.models.evaluation import embed_settings
 from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.pipelines.data_processing.nodes import (
+    filter_terms,
+    ingest_safe_db,
+    validate_settings,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAFE_DB_NAME = "SAFEEqualiserUserData.csv"
@@ -88,6 +93,15 @@ def real_safe_db() -> Path:
             "../shared/safe-db/)"
         )
     return path
+
+
+@pytest.fixture(scope="session")
+def real_descriptor_settings(real_safe_db: Path) -> pd.DataFrame:
+    """The real file's valid descriptor settings, as the data processing nodes make them."""
+    parameters = project_parameters("data_processing")
+    ingested = ingest_safe_db(real_safe_db.read_bytes(), parameters["terms"])
+    validated, _, _ = validate_settings(ingested, parameters["validation"])
+    return filter_terms(validated, parameters["terms"])[0]
 
 
 def make_line(

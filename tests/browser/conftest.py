@@ -51,7 +51,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 EXPERIMENT = "neural_eq_morphing"
 #: The short comparison when the suite makes its own project (Log 2 gets SHORT_EPOCHS).
-SHORT_COMPARE = {"n_seeds": 2, "epochs": SHORT_EPOCHS}
+SHORT_COMPARE = {"n_seeds": 2, "epochs": SHORT_EPOCHS, "folds.min_rows": 200, "folds.k": 2}
+#: The first fold of the comparison on the real file: its largest contributor left out.
+FIRST_FOLD = "loco-c0001"
 SERVER_START_TIMEOUT_S = 120
 PAGE_TIMEOUT_S = 60
 
@@ -292,7 +294,7 @@ class TrackedRuns:
         return params[key]
 
     def child(self, name: str) -> dict[str, Any]:
-        """The comparison's nested run called ``name`` (e.g. "compare · log1 seed 42")."""
+        """The comparison's nested run ``name`` (e.g. "compare · log1 loco-c0001 seed 42")."""
         matches = [run for run in self.children if run["info"]["run_name"] == name]
         assert len(matches) == 1, f"expected one nested run {name!r}, found {len(matches)}"
         return matches[0]

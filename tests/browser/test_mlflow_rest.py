@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import MlflowRest, TrackedRuns, newest_version
+from tests.browser.conftest import FIRST_FOLD, MlflowRest, TrackedRuns, newest_version
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -78,33 +78,41 @@ def test_compare_parent_run_holds_summary_and_report(
     assert run["info"]["status"] == "FINISHED"
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     for config in ("log1", "log2"):
-        assert f"compare.{config}.silhouette.held_out.latent.mean" in metrics
+        assert f"compare.{config}.silhouette.mean" in metrics
+        assert f"compare.{config}.vs.lda.silhouette.difference" in metrics
     assert metrics["compare.log2.valid_share.random_latents.mean"] == 1.0
-    assert {"compare/report.html", "compare/report.md", "compare/summary.csv"} <= list_artifacts(
-        rest, run, "compare"
-    )
+    assert {
+        "compare/report.html",
+        "compare/report.md",
+        "compare/summary.csv",
+        "compare/verdicts.csv",
+        "compare/fold_table.csv",
+    } <= list_artifacts(rest, run, "compare")
     # The report in MLflow is the one the catalog wrote last.
     logged = rest.raw("/get-artifact", path="compare/report.md", run_uuid=run["info"]["run_id"])
     on_disk = newest_version(finished_project / "data/08_reporting/compare/report.md")
     assert logged.decode() == on_disk.read_text()
 
 
-def test_compare_has_one_nested_run_per_configuration_and_seed(tracked: TrackedRuns):
+def test_compare_has_one_nested_run_per_configuration_fold_and_seed(tracked: TrackedRuns):
     names = sorted(run["info"]["run_name"] for run in tracked.children)
     seeds = int(tracked.param(tracked.compare_run, "compare.n_seeds"))
     configurations = {run["tags"]["configuration"] for run in tracked.children}
+    folds = {run["tags"]["fold"] for run in tracked.children}
     assert {"log1", "log2"} <= configurations
-    assert len(names) == len(configurations) * seeds
+    assert FIRST_FOLD in folds
+    assert len(names) == len(configurations) * len(folds) * seeds
     assert len(set(names)) == len(names)
     # A nested run never reads like the top-level `kedro run` of the same design and seed.
     assert tracked.default_run["info"]["run_name"] not in names
     for design in ("log1", "log2"):
-        child = tracked.child(f"compare · {design} seed 42")
+        child = tracked.child(f"compare · {design} {FIRST_FOLD} seed 42")
         assert child["info"]["status"] == "FINISHED"
         assert child["tags"]["configuration"] == design
         metric_keys = {m["key"] for m in child["data"]["metrics"]}
-        assert {"silhouette.held_out.latent", "reconstruction_rms_db.mean"} <= metric_keys
+        assert {"silhouette", "probe_auc", "reconstruction_rms_db.mean"} <= metric_keys
         # Its parameters, for MLflow's Compare page.
         assert tracked.param(child, "design") == design
         assert tracked.param(child, "seed") == "42"
+        assert tracked.param(child, "fold") == FIRST_FOLD
         assert int(tracked.param(child, "training.epochs")) >= 1

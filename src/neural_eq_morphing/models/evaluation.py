@@ -143,6 +143,15 @@ def _interpolations(centroids: np.ndarray, step: float) -> np.ndarray:
     return np.array(points).reshape(-1, centroids.shape[1])
 
 
+def random_latents(evaluation: Mapping[str, Any], latent_dim: int) -> np.ndarray:
+    """``n_random_latents`` points uniform in [-1, 1]^latent_dim (the tanh range).
+
+    Seeded by the evaluation's ``seed``, so every model is probed at the same points.
+    """
+    rng = np.random.default_rng(int(evaluation["seed"]))
+    return rng.uniform(-1.0, 1.0, (int(evaluation["n_random_latents"]), latent_dim))
+
+
 def range_validity(
     model: SemanticEQModel,
     decoder_normaliser: Mapping[str, Any],
@@ -162,8 +171,6 @@ def range_validity(
     """
     columns = latent_columns(centroids)
     centre_latents = centroids[columns].to_numpy(np.float64)
-    rng = np.random.default_rng(int(evaluation["seed"]))
-    random_latents = rng.uniform(-1.0, 1.0, (int(evaluation["n_random_latents"]), len(columns)))
     _, test_output = reconstruct(model, test_table[PARAMS].to_numpy())
     inverse = normaliser_from_dict(decoder_normaliser).inverse_transform
     interpolations = _interpolations(centre_latents, evaluation["interpolation_step"])
@@ -171,7 +178,9 @@ def range_validity(
         "test_reconstructions": inverse(test_output),
         "term_centroids": decode(model, decoder_normaliser, centre_latents),
         "interpolations": decode(model, decoder_normaliser, interpolations),
-        "random_latents": decode(model, decoder_normaliser, random_latents),
+        "random_latents": decode(
+            model, decoder_normaliser, random_latents(evaluation, len(columns))
+        ),
     }
     return {name: range_report(values, int(evaluation["n_worst"])) for name, values in sets.items()}
 

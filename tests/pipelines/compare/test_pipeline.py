@@ -1,4 +1,4 @@
-"""``compare`` end to end on the real file, with 2 seeds and 3 epochs."""
+"""``compare`` end to end on the real file: 2 seeds, 3 epochs, 4 folds."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from tests.conftest import make_real_project
 
 pytestmark = pytest.mark.integration
 
-PARAMS = {"compare": {"n_seeds": 2, "epochs": 3}}
+PARAMS = {"compare": {"n_seeds": 2, "epochs": 3, "folds": {"min_rows": 200, "k": 2}}}
 
 
 def _run(project):
@@ -28,7 +28,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         project = make_real_project(tmp_path_factory.mktemp("compare"), monkeypatch)
         first = _run(project)
-        first_metrics = first.load("compare_seed_metrics")
+        first_metrics = first.load("compare_fold_metrics")
         second = _run(project)
         yield project, first_metrics, second, MlflowClient()
 
@@ -43,7 +43,7 @@ def test_report_lands_in_reporting_and_mlflow_with_every_figure(compared):
     assert figures
     assert html.count('src="data:image/png;base64,') == len(figures)
     assert all(base64.b64decode(png).startswith(b"\x89PNG") for png in figures)
-    for heading in ("Headline", "Held-out protocol", "Ablation", "Findings", "Provenance"):
+    for heading in ("## Verdict", "## Folds", "## Ablation", "## Reproduction", "## Provenance"):
         assert heading in markdown
     versions = sorted((project / "data" / "08_reporting" / "compare" / "report.html").glob("*/*"))
     assert len(versions) == 2  # one per run, nothing overwritten
@@ -56,23 +56,49 @@ def test_report_lands_in_reporting_and_mlflow_with_every_figure(compared):
     )
     parent = parents[0]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "compare")}
-    assert {"compare/report.html", "compare/report.md", "compare/summary.csv"} <= artifacts
+    assert {
+        "compare/report.html",
+        "compare/report.md",
+        "compare/summary.csv",
+        "compare/verdicts.csv",
+        "compare/fold_table.csv",
+    } <= artifacts
     children = client.search_runs(
         [experiment.experiment_id],
         filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
     )
     configurations = {child.data.tags["configuration"] for child in children}
     assert {"log1", "log2"} <= configurations
-    assert len(children) == len(configurations) * PARAMS["compare"]["n_seeds"]
+    folds = set(catalog.load("fold_table")["fold"])
+    assert len(children) == len(configurations) * len(folds) * PARAMS["compare"]["n_seeds"]
     assert parent.info.run_id in markdown
     for child in children:
         assert child.info.run_id in markdown
 
 
+def test_the_fold_table_holds_no_contributor_in_two_parts_and_shows_in_the_report(compared):
+    _, _, catalog, _ = compared
+    fold_table = catalog.load("fold_table")
+    per_fold = fold_table.groupby(["fold", "contributor_id"])["part"].nunique()
+    assert (per_fold == 1).all()
+    # two contributors with at least 200 rows, then two grouped folds
+    assert fold_table.drop_duplicates("fold")["kind"].tolist() == [
+        "leave_one_out",
+        "leave_one_out",
+        "grouped",
+        "grouped",
+    ]
+    markdown = catalog.load("compare_report_md")
+    folds = markdown.split("## Folds")[1].split("## ")[0]
+    for fold in fold_table["fold"].unique():
+        assert f"| {fold} |" in folds
+
+
 def test_every_summary_number_is_an_mlflow_metric_and_reruns_agree(compared):
     _, first_metrics, catalog, client = compared
-    pd.testing.assert_frame_equal(first_metrics, catalog.load("compare_seed_metrics"))
+    pd.testing.assert_frame_equal(first_metrics, catalog.load("compare_fold_metrics"))
     summary = catalog.load("compare_summary")
+    verdicts = catalog.load("compare_verdicts")
     experiment = client.get_experiment_by_name("neural_eq_morphing")
     parent = client.search_runs(
         [experiment.experiment_id],
@@ -82,24 +108,24 @@ def test_every_summary_number_is_an_mlflow_metric_and_reruns_agree(compared):
     logged = parent.data.metrics
     checked = 0
     for row in summary.itertuples(index=False):
-        if pd.notna(row.mean):
-            key = f"compare.{row.configuration}.{row.metric}.mean"
-            assert logged[key] == pytest.approx(row.mean), key
-            checked += 1
-    assert checked > 100
-    # The first seed's generated preset in the report is its nested run's metric.
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
-    )
-    log2_first = next(r for r in runs if r.info.run_name == "compare · log2 seed 42")
+        for statistic in ("mean", "ci_low", "ci_high"):
+            value = getattr(row, statistic)
+            if pd.notna(value):
+                key = f"compare.{row.configuration}.{row.metric}.{statistic}"
+                assert logged[key] == pytest.approx(value), key
+                checked += 1
+    assert checked > 300
+    for row in verdicts.itertuples(index=False):
+        key = f"compare.{row.configuration}.vs.{row.against}.{row.metric}.difference"
+        assert logged[key] == pytest.approx(row.difference), key
+    # The verdict table's Log 2 silhouette cell is the logged mean and interval.
     markdown = catalog.load("compare_report_md")
-    (row,) = [line for line in markdown.splitlines() if line.startswith("| peak1_gain_db |")]
-    cells = [cell.strip() for cell in row.strip("|").split("|")]
-    assert cells[3] == f"{log2_first.data.metrics['preset.warm.peak1_gain_db']:.2f}"  # log2: warm
-    # The headline row of Log 2 shows the logged in-sample silhouette, mean and std.
-    headline = markdown.split("## Headline")[1].split("## ")[0]
-    (row,) = [line for line in headline.splitlines() if line.startswith("| log2 |")]
-    mean = logged["compare.log2.silhouette.in_sample.latent.mean"]
-    std = logged["compare.log2.silhouette.in_sample.latent.std"]
-    assert f"| {mean:.3f} ± {std:.3f} |" in row
+    verdict = markdown.split("## Verdict")[1].split("## ")[0]
+    (row,) = [line for line in verdict.splitlines() if line.startswith("| silhouette |")]
+    mean, low, high = (
+        logged[f"compare.log2.silhouette.{s}"] for s in ("mean", "ci_low", "ci_high")
+    )
+    assert f"| {mean:.3f} [{low:.3f}, {high:.3f}] |" in row
+    # Per fold, the baselines' numbers are logged too.
+    fold = catalog.load("fold_table")["fold"].iloc[0]
+    assert f"compare.lda.{fold}.silhouette" in logged

@@ -7,12 +7,10 @@ import html
 import re
 
 import jinja2
-import numpy as np
 import pandas as pd
 import pytest
 
-from neural_eq_morphing.eq.parameters import LOWER_LIMITS, PARAMETER_NAMES, UPPER_LIMITS
-from neural_eq_morphing.pipelines.compare.nodes import summarise_comparison
+from neural_eq_morphing.pipelines.compare.nodes import judge_comparison, summarise_comparison
 from neural_eq_morphing.pipelines.compare.report import (
     markdown_table,
     render_html,
@@ -21,37 +19,19 @@ from neural_eq_morphing.pipelines.compare.report import (
     report_context,
 )
 from neural_eq_morphing.pipelines.publish_results.nodes import publish_results
+from tests.conftest import SMALL_EVALUATION, project_parameters
+from tests.pipelines.compare.conftest import TINY_COMPARE, compared_tiny
 
-PARAMS = list(PARAMETER_NAMES)
-SEEDS = [1, 2]
-EVALUATION = {
-    "morph": ["warm", "bright"],
-    "response": {"n_points": 32, "f_min": 20.0, "f_max": 20000.0},
-}
-#: Resolved configurations: design, label, feature normaliser and what each changes.
-CONFIGURATIONS = {
-    "log1": {
-        "design": "log1",
-        "label": "Log 1 <original>",
-        "feature_normaliser": {"kind": "zscore"},
-        "changes": {},
-    },
-    "log2": {
-        "design": "log2",
-        "label": "Log 2 (fix)",
-        "feature_normaliser": {"kind": "minmax", "log_kinds": ["freq", "q"]},
-        "changes": {},
-    },
-    "log2_no_lr_schedule": {
-        "design": "log2",
-        "label": "Log 2 | no LR schedule",  # a pipe in a table cell
-        "feature_normaliser": {"kind": "minmax", "log_kinds": ["freq", "q"]},
-        "changes": {"training": {"lr_schedule": False}},
-    },
-}
+DESIGNS = project_parameters("designs")["designs"]
 COMPARE = {
-    "n_seeds": len(SEEDS),
-    "first_seed": SEEDS[0],
+    **TINY_COMPARE,
+    "configurations": {
+        "log2_short": {
+            "design": "log2",
+            "label": "Log 2 | one epoch",  # a pipe in a table cell
+            "training": {"epochs": 1},
+        }
+    },
     "claimed": {
         "log1": {"silhouette": -0.5, "davies_bouldin": 23.06, "max_frequency_hz": 1.6e6},
         "log2": {"silhouette": 0.07, "davies_bouldin": 4.69, "valid_share": 1.0},
@@ -59,101 +39,64 @@ COMPARE = {
 }
 
 
-def _seed_metrics() -> pd.DataFrame:
-    rows = []
-    for configuration, base in (("log1", 0.1), ("log2", 0.5), ("log2_no_lr_schedule", 0.3)):
-        for seed, noise in zip(SEEDS, (-0.01, 0.01), strict=True):
-            row = {"configuration": configuration, "seed": seed}
-            for protocol in ("held_out", "in_sample"):
-                row[f"silhouette.{protocol}.latent"] = base + noise
-                row[f"silhouette.{protocol}.baseline"] = 0.35
-                row[f"davies_bouldin.{protocol}.latent"] = 2.0 - base + noise
-                row[f"davies_bouldin.{protocol}.baseline"] = 1.6
-                row[f"rows.{protocol}"] = 100
-                row[f"terms.{protocol}"] = 3
-            row |= {
-                "valid_share.random_latents": 0.0 if configuration == "log1" else 1.0,
-                "valid_frequency_share.random_latents": 0.0 if configuration == "log1" else 1.0,
-                "max_frequency_hz": 1.6e6 if configuration == "log1" else 1e4,
-                "min_frequency_hz": 3e3 if configuration == "log1" else 25.0,
-                "reconstruction_mse": 0.003 + noise / 100,
-                "reconstruction_rms_db.mean": 3.0 - base + noise,
-                "generation_rms_db": 2.0 - base,
-            }
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _examples() -> dict:
-    rng = np.random.default_rng(0)
-    examples = {}
-    for configuration in CONFIGURATIONS:
-        presets = pd.DataFrame(
-            rng.uniform(LOWER_LIMITS, UPPER_LIMITS, (3, len(PARAMS))), columns=PARAMS
-        )
-        presets.insert(0, "term", ["warm", "bright", "airy"])
-        presets["valid"] = [True, configuration != "log1", True]
-        morph = pd.DataFrame(
-            rng.uniform(LOWER_LIMITS, UPPER_LIMITS, (3, len(PARAMS))), columns=PARAMS
-        ).assign(from_term="warm", to_term="bright", alpha=[0.0, 0.5, 1.0])
-        latent = pd.DataFrame(rng.normal(size=(12, 4)), columns=[f"latent_{k}" for k in range(4)])
-        latent = latent.assign(term=["warm", "bright", "airy"] * 4, split=["train", "test"] * 6)
-        losses = ("train_loss", "val_loss", "train_reconstruction", "val_reconstruction")
-        history = pd.DataFrame(
-            {
-                "epoch": [1, 2, 3],
-                **{c: [3.0, 2.0, 1.0] for c in (*losses, "train_contrastive", "val_contrastive")},
-                "contrastive_weight": [0.1, 0.3, 0.5],
-                "learning_rate": [1e-3, 1e-3, 5e-4],
-            }
-        )
-        examples[configuration] = {
-            "presets": presets,
-            "morph": morph,
-            "latent": latent,
-            "history": history,
-            "wall_s": 1.5,
-            "train_s": 1.0,
-        }
-    return examples
-
-
 def _inputs() -> tuple:
-    seed_metrics = _seed_metrics()
+    designs = {name: dict(spec) for name, spec in DESIGNS.items()}
+    designs["log1"]["label"] = "Log 1 <original>"
+    (
+        settings,
+        configurations,
+        fold_table,
+        contexts,
+        baselines,
+        fold_metrics,
+        reproduction,
+        _,
+        examples,
+        _,
+    ) = compared_tiny(designs, COMPARE)
     seed_runs = pd.DataFrame(
         [
             {
-                "run_name": f"{configuration} seed {seed}",
+                "run_name": f"{row.configuration} {row.fold} seed {row.seed}",
                 "run_id": f"run{index}",
                 "parent_run_id": "parent0",
                 "git_commit": "abc123",
             }
-            for index, (configuration, seed) in enumerate(
-                (c, s) for c in CONFIGURATIONS for s in SEEDS
-            )
+            for index, row in enumerate(fold_metrics.itertuples())
         ]
     )
     provenance = {"sha256": "f" * 64, "matches_published": False}
     return (
-        summarise_comparison(seed_metrics),
-        seed_metrics,
-        _examples(),
+        summarise_comparison(fold_metrics, baselines, COMPARE),
+        judge_comparison(fold_metrics, baselines, configurations, COMPARE),
+        fold_metrics,
+        baselines,
+        reproduction,
+        fold_table,
+        settings,
+        contexts,
+        examples,
         seed_runs,
         provenance,
-        CONFIGURATIONS,
+        configurations,
         COMPARE,
-        EVALUATION,
+        SMALL_EVALUATION,
     )
 
 
 @pytest.fixture(scope="module")
-def context() -> dict:
-    return report_context(*_inputs())
+def inputs() -> tuple:
+    return _inputs()
 
 
 @pytest.fixture(scope="module")
-def report() -> tuple[str, str]:
-    return render_report(report_context(*_inputs()))
+def context(inputs) -> dict:
+    return report_context(*inputs)
+
+
+@pytest.fixture(scope="module")
+def report(context) -> tuple[str, str]:
+    return render_report(context)
 
 
 def _cells(row: str) -> list[str]:
@@ -180,38 +123,50 @@ def test_a_pipe_in_a_cell_is_escaped_and_stays_one_cell():
     ]
 
 
+FIGURES = ("per_fold_figures", "generated_figures", "training_figures")
+
+
 def test_the_html_holds_every_table_and_figure_of_the_markdown(context, report):
     markdown, page = report
     assert page.startswith("<!DOCTYPE html>")
-    assert "<title>Log 1 vs Log 2</title>" in page
-    tables = ("headline_table", "held_out_table", "ablation_table", "presets_table")
-    assert page.count("<table>") == len(tables)
-    for name in tables:
-        headers = [column for column in context[name].columns if column]
-        assert all(f"<th>{header}</th>" in page for header in headers), name
-    figures = [
-        figure
-        for name in ("generated_figures", "morph_figures", "latent_figures", "training_figures")
-        for figure in context[name]
+    assert "<title>Neural semantic EQ across contributors</title>" in page
+    tables = [
+        context[name]
+        for name in (
+            "verdict_table",
+            "fold_summary",
+            "metric_descriptions",
+            "construction_table",
+            "ablation_table",
+            "reproduction_table",
+            "all_verdicts_table",
+        )
     ]
-    assert len(figures) == 7
+    tables += [*context["family_tables"].values(), *context["per_fold_tables"].values()]
+    assert page.count("<table>") == len(tables)
+    for table in tables:
+        headers = [html.escape(str(c), quote=False) for c in table.columns if c]
+        assert all(f"<th>{header}</th>" in page for header in headers)
+    figures = [figure for name in FIGURES for figure in context[name]]
+    assert len(figures) == 4  # per-fold values, generated EQ, one training figure per design
     for figure in figures:
         assert figure["src"].startswith("data:image/png;base64,")
+        assert len(figure["alt"]) > 60  # says what the figure shows, not just its name
         assert f"![{figure['alt']}]({figure['src']})" in markdown
         alt = html.escape(figure["alt"], quote=False)
         assert f'<img src="{figure["src"]}" alt="{alt}" />' in page
-    # Side-by-side pairs share one paragraph; the first figure stands alone.
-    assert page.count("<p><img ") == 4
 
 
 def test_the_label_with_a_pipe_is_one_cell_of_the_ablation_table(report):
     markdown, page = report
-    assert "| log2_no_lr_schedule | Log 2 \\| no LR schedule |" in markdown
+    assert "| Log 2 \\| one epoch | silhouette |" in markdown
     ablation = page.split("Ablation")[1].split("<h2>")[0]
-    (row,) = [row for row in ablation.split("<tr>") if "log2_no_lr_schedule" in row]
-    cells = _cells(row)
-    assert len(cells) == 7
-    assert cells[1] == "Log 2 | no LR schedule"
+    rows = [row for row in ablation.split("<tr>") if "one epoch" in row]
+    assert rows
+    for row in rows:
+        cells = _cells(row)
+        assert len(cells) == 6
+        assert cells[0] == "Log 2 | one epoch"
 
 
 def test_text_is_escaped_in_the_html(report):
@@ -221,51 +176,53 @@ def test_text_is_escaped_in_the_html(report):
     assert "<code>compare.timing.&lt;configuration&gt;.wall_s</code>" in page
 
 
-def test_the_report_says_what_it_measured(report):
+def test_the_report_says_what_it_measured(context, report, inputs):
     markdown, _ = report
     for heading in (
-        "# Log 1 vs Log 2: neural semantic EQ on SAFE-DB",
-        "## Headline (in-sample, as the original comparison)",
-        "## Held-out protocol and the no-model baseline",
-        "## Ablation: Log 2's changes one at a time",
-        "## Findings",
-        "## Generated EQ for warm and bright (first seed)",
-        "## warm → bright morph",
-        "## Latent spaces",
+        "# Neural semantic EQ on SAFE-DB: does it beat simple baselines across contributors?",
+        "## Verdict",
+        "## Folds",
+        "## Models and baselines, per metric family",
+        "## Fold by fold",
+        "## Guaranteed by construction, not learned",
+        "## Ablation: one change at a time, on the same folds",
+        "## Reproduction of the original write-up (its protocol, not this one)",
         "## Training curves",
+        "## All verdicts",
         "## Provenance",
     ):
         assert f"\n{heading}\n" in f"\n{markdown}"
-    assert "over 2 seeds (1, 2)" in markdown
-    assert "- log2 beats the no-model baseline" in markdown
-    assert "log2_no_lr_schedule: +0.200 ± 0.000 (Log 2 better)" in markdown
+    assert "2 folds grouped by contributor, 2 seed(s) per fold (1, 2)" in markdown
+    # one verdict sentence per design, generated from the verdicts
+    assert len(context["verdict_sentences"]) == 2
+    assert all(
+        s.startswith("**") and "across contributors" in s for s in context["verdict_sentences"]
+    )
+    # every fold of the fold table is a row of the folds table
+    fold_table = inputs[5]
+    assert context["fold_summary"]["fold"].tolist() == list(dict.fromkeys(fold_table["fold"]))
+    # the verdict table's cells are the summary's numbers
+    summary = inputs[0].set_index(["configuration", "metric"])
+    mean = summary.loc[("log2", "silhouette"), "mean"]
+    row = context["verdict_table"].set_index("metric").loc["silhouette"]
+    assert row[DESIGNS["log2"]["label"]].startswith(f"{mean:.3f} [")
     assert f"- SAFE-DB SHA-256 {'f' * 64} (NOT published)\n" in markdown
     assert "- git commit: abc123\n" in markdown
-    runs = "- MLflow parent run parent0; per-seed runs: log1 seed 1 = run0, log1 seed 2 = run1, "
-    assert runs in markdown
-    assert "training and evaluation wall time: 4.5 s" in markdown
-    assert (
-        "- configurations: log1: design log1, feature normaliser {'kind': 'zscore'}, "
-        "changes none; log2: design log2, feature normaliser {'kind': 'minmax', "
-        "'log_kinds': ['freq', 'q']}, changes none; log2_no_lr_schedule: design log2, "
-        "feature normaliser {'kind': 'minmax', 'log_kinds': ['freq', 'q']}, "
-        "changes {'training': {'lr_schedule': False}}\n"
-    ) in markdown
-    assert markdown.endswith("}}\n")
+    assert "MLflow parent run parent0 with 12 nested runs" in markdown
     assert "nan" not in markdown.lower().split()
 
 
 def test_a_missing_template_value_is_an_error(context):
-    incomplete = {key: value for key, value in context.items() if key != "protocol_note"}
-    with pytest.raises(jinja2.UndefinedError, match="protocol_note"):
+    incomplete = {key: value for key, value in context.items() if key != "verdict_table"}
+    with pytest.raises(jinja2.UndefinedError, match="verdict_table"):
         render_markdown(incomplete)
 
 
 def test_publish_results_takes_every_figure_from_the_markdown(context, report):
     markdown, _ = report
     doc, figures = publish_results(markdown, "images/results")
-    assert list(figures) == [f"figure_{n}" for n in range(1, 8)]
-    first = context["generated_figures"][0]
+    assert list(figures) == [f"figure_{n}" for n in range(1, 5)]
+    first = context["per_fold_figures"][0]
     assert figures["figure_1"] == base64.b64decode(first["src"].split(",", 1)[1])
     assert f"![{first['alt']}](images/results/figure_1.png)" in doc
     assert "base64" not in doc

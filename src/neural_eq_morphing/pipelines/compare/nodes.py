@@ -1,26 +1,65 @@
-"""Nodes of the ``compare`` pipeline: every configuration over seeds, then the summary.
+"""Nodes of the ``compare`` pipeline: the cross-contributor protocol (docs/design.md section 6).
 
-Each configuration (a design, or a design plus changes: the ablations) is trained once
-for all its seeds, as one batched ensemble in which every member gets the training it
-would get alone; each member is then measured by
-:func:`~neural_eq_morphing.models.evaluation.evaluate_model`, the evaluation pipeline's
-own function, so both report the same metrics under the same names.
+1. :func:`make_folds`: the folds grouped by contributor, as a versioned table.
+2. :func:`fit_folds`: per fold, the baselines and classifiers fitted on its training part.
+3. :func:`run_baselines`: every baseline's metrics on every fold.
+4. :func:`run_configurations`: every configuration (a design, or a design plus changes:
+   the ablations) trained once for all folds and seeds, as one batched ensemble whose
+   members each have their own rows; the designs' ensembles also hold the reproduction
+   members (the original write-up's terms and in-sample measurement). Each member is
+   measured by :func:`~neural_eq_morphing.models.evaluation.evaluate_model` (the
+   evaluation pipeline's own function) and by the protocol's
+   :func:`~neural_eq_morphing.models.protocol.model_metrics`.
+5. :func:`summarise_comparison` and :func:`judge_comparison`: means with t-intervals over
+   folds, paired differences and Holm-corrected verdicts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from neural_eq_morphing.models.data import decoder_normaliser, train_on_tables
-from neural_eq_morphing.models.evaluation import evaluate_model
+from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, normaliser_from_dict
+from neural_eq_morphing.models.data import (
+    PARAMS,
+    decoder_normaliser,
+    features_of,
+    term_codes,
+)
+from neural_eq_morphing.models.evaluation import (
+    ModelEvaluation,
+    decode,
+    evaluate_model,
+    latent_columns,
+    random_latents,
+)
+from neural_eq_morphing.models.folds import contributor_folds, fold_assignment, fold_names
+from neural_eq_morphing.models.modules import SemanticEQModel
 from neural_eq_morphing.models.progress import default_progress
-from neural_eq_morphing.models.training import TrainingConfig
+from neural_eq_morphing.models.protocol import (
+    METRICS,
+    FoldContext,
+    baseline_metrics,
+    fold_context,
+    model_metrics,
+    morph_alphas,
+)
+from neural_eq_morphing.models.statistics import fold_means, paired_verdicts, summarise
+from neural_eq_morphing.models.training import (
+    MemberData,
+    TrainingConfig,
+    TrainingResult,
+    train_members,
+)
 from neural_eq_morphing.pipelines.data_processing.nodes import fit_normaliser, normalise_splits
 from neural_eq_morphing.pipelines.designs import compare_seeds, resolve_configurations
 
@@ -28,6 +67,10 @@ logger = logging.getLogger(__name__)
 
 #: Prefix of the columns of ``compare_seed_runs`` that become the nested runs' parameters.
 PARAM_PREFIX = "param."
+#: The fold name of the reproduction members (original terms, in-sample measurement).
+REPRODUCTION = "reproduction"
+#: The key columns of the per-fold tables.
+KEYS = ("configuration", "fold", "seed")
 
 
 def configurations_of(
@@ -35,7 +78,7 @@ def configurations_of(
 ) -> dict[str, dict[str, Any]]:
     """Resolve the compare configurations from the designs (see ``resolve_configurations``).
 
-    ``compare.epochs``, when set, replaces every configuration's epochs (a smoke run).
+    ``compare.epochs``, when set, replaces every configuration's epochs (a quick look).
     """
     configurations = resolve_configurations(designs, compare)
     if compare.get("epochs") is not None:
@@ -44,64 +87,273 @@ def configurations_of(
     return configurations
 
 
+def make_folds(settings_filtered: pd.DataFrame, compare: Mapping[str, Any]) -> pd.DataFrame:
+    """The folds grouped by contributor (``compare.folds``): the versioned fold table.
+
+    See :func:`~neural_eq_morphing.models.folds.contributor_folds`.
+    """
+    table = contributor_folds(settings_filtered, compare["folds"])
+    for fold in fold_names(table):
+        parts = table[table["fold"] == fold].groupby("part")["rows"].sum()
+        logger.info(
+            "Fold %s: %s",
+            fold,
+            ", ".join(
+                f"{part} {int(parts.get(part, 0))} rows" for part in ("train", "validation", "test")
+            ),
+        )
+    return table
+
+
+def fit_folds(
+    settings_filtered: pd.DataFrame, fold_table: pd.DataFrame, evaluation: Mapping[str, Any]
+) -> dict[str, FoldContext]:
+    """Per fold, the baselines and the response classifier fitted on its training part."""
+    return {
+        fold: fold_context(
+            settings_filtered, fold_assignment(fold_table, settings_filtered, fold), evaluation
+        )
+        for fold in fold_names(fold_table)
+    }
+
+
+def run_baselines(
+    fold_contexts: Mapping[str, FoldContext], designs: Mapping[str, Any]
+) -> pd.DataFrame:
+    """Every baseline's protocol metrics on every fold.
+
+    Args:
+        fold_contexts: Output of :func:`fit_folds`.
+        designs: The designs (the PCA reconstruction baseline takes the largest latent
+            size among them).
+
+    Returns:
+        One row per baseline and fold: ``configuration`` (the baseline), ``fold``,
+        ``seed`` (-1: baselines have none) and the metrics it has (NaN elsewhere).
+    """
+    latent_dim = max(int(d["training"]["latent_dim"]) for d in designs.values())
+    rows = []
+    for fold, context in fold_contexts.items():
+        for baseline, metrics in baseline_metrics(context, latent_dim).items():
+            rows.append({"configuration": baseline, "fold": fold, "seed": -1, **metrics})
+    return _ordered(pd.DataFrame(rows))
+
+
+def _ordered(table: pd.DataFrame) -> pd.DataFrame:
+    keys = [k for k in KEYS if k in table.columns]
+    metric_columns = [m for m in METRICS if m in table.columns]
+    rest = [c for c in table.columns if c not in keys and c not in metric_columns]
+    return table[keys + metric_columns + rest]
+
+
+def _member_tables(
+    settings: pd.DataFrame, assignment: pd.DataFrame, configuration: Mapping[str, Any]
+) -> tuple[dict[str, Any], tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
+    feature_normaliser = fit_normaliser(settings, assignment, configuration["feature_normaliser"])
+    return feature_normaliser, normalise_splits(settings, assignment, feature_normaliser)
+
+
+def _members(
+    tables: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    feature_normaliser: Mapping[str, Any],
+    seeds: Sequence[int],
+) -> list[MemberData]:
+    transform = normaliser_from_dict(feature_normaliser)
+    zscore = transform if isinstance(transform, ZScoreNormaliser) else None
+    train_labels, validation_labels = term_codes(tables[0], tables[1])
+    return [
+        MemberData(
+            seed=seed,
+            train_features=features_of(tables[0]),
+            train_labels=train_labels,
+            val_features=features_of(tables[1]),
+            val_labels=validation_labels,
+            zscore_mean=None if zscore is None else zscore.mean,
+            zscore_std=None if zscore is None else zscore.std,
+        )
+        for seed in seeds
+    ]
+
+
+def _in_order(latent: pd.DataFrame, entry_ids: pd.Series) -> np.ndarray:
+    by_entry = latent.set_index("entry_id")[latent_columns(latent)]
+    return by_entry.loc[entry_ids.to_numpy()].to_numpy(np.float64)
+
+
+def _protocol_metrics(
+    evaluated: Any,
+    model: Any,
+    output_space: Mapping[str, Any],
+    context: FoldContext,
+    evaluation: Mapping[str, Any],
+) -> dict[str, float]:
+    latent = evaluated.latent_embeddings
+    centroids = evaluated.term_centroids.set_index("term")[latent_columns(latent)]
+    start, end = (centroids.loc[t].to_numpy() for t in context.pair)
+    alphas = morph_alphas(evaluation["interpolation_step"])
+    morph = decode(model, output_space, (1 - alphas)[:, None] * start + alphas[:, None] * end)
+    presets = evaluated.generated_presets.set_index("term")[PARAMS]
+    metrics = model_metrics(
+        context,
+        _in_order(latent, context.train["entry_id"]),
+        _in_order(latent, context.test["entry_id"]),
+        {str(term): row.to_numpy() for term, row in presets.iterrows()},
+        morph,
+        decode(model, output_space, random_latents(evaluation, centroids.shape[1])),
+    )
+    metrics["reconstruction_rms_db"] = evaluated.metrics["reconstruction_rms_db.mean"]
+    return metrics
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """One trained member of a configuration's ensemble and what it was trained on."""
+
+    configuration: str
+    fold: str
+    seed: int
+    feature_normaliser: dict[str, Any]
+    tables: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
+    model: SemanticEQModel
+    history: pd.DataFrame
+
+
+def _member_result(result: TrainingResult, member: int) -> tuple[SemanticEQModel, pd.DataFrame]:
+    """The model and history (without the ``member`` column) of one ensemble member."""
+    history = result.history[result.history["member"] == member].drop(columns="member")
+    return result.models[member], history
+
+
+def _measure(
+    member: _Trained,
+    *,
+    config: TrainingConfig,
+    settings: pd.DataFrame,
+    reproduction_settings: pd.DataFrame,
+    fold_contexts: Mapping[str, FoldContext],
+    evaluation: Mapping[str, Any],
+) -> tuple[ModelEvaluation, dict[str, float]]:
+    """``evaluate_model`` of one member, and its protocol metrics (none for reproduction)."""
+    output_space = decoder_normaliser(
+        member.feature_normaliser, config.decoder_head, config.recon_in_consistent_units
+    )
+    reproduction = member.fold == REPRODUCTION
+    evaluated = evaluate_model(
+        member.model,
+        member.feature_normaliser,
+        output_space,
+        member.tables,
+        reproduction_settings if reproduction else settings,
+        member.history,
+        evaluation,
+    )
+    if reproduction:
+        return evaluated, {}
+    protocol = _protocol_metrics(
+        evaluated, member.model, output_space, fold_contexts[member.fold], evaluation
+    )
+    return evaluated, protocol
+
+
 def run_configurations(
     settings_filtered: pd.DataFrame,
-    split_assignment: pd.DataFrame,
+    fold_table: pd.DataFrame,
+    fold_contexts: Mapping[str, FoldContext],
+    reproduction_settings: pd.DataFrame,
+    reproduction_split: pd.DataFrame,
     configurations: Mapping[str, Mapping[str, Any]],
     evaluation: Mapping[str, Any],
     compare: Mapping[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], dict[str, Any]]:
-    """Train and evaluate every configuration over the comparison's seeds.
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any], dict[str, Any]]:
+    """Train and measure every configuration on every fold and seed.
+
+    Each configuration is one batched ensemble: one member per fold and seed (each with
+    its fold's training and validation rows and its fold's feature normaliser), and, for
+    a design (not an ablation), one reproduction member per seed trained on the original
+    terms' training split and measured in-sample.
 
     Args:
-        settings_filtered: Filtered settings in plug-in units.
-        split_assignment: The contributor-grouped split.
+        settings_filtered: The descriptor settings in plug-in units.
+        fold_table: Output of :func:`make_folds`.
+        fold_contexts: Output of :func:`fit_folds`.
+        reproduction_settings: The settings with the original write-up's terms.
+        reproduction_split: Their contributor-grouped split (the project's ``split``).
         configurations: Output of :func:`configurations_of`.
         evaluation: The evaluation parameters.
-        compare: ``n_seeds`` and ``first_seed``.
+        compare: ``n_seeds`` and ``first_seed`` (seeds per fold).
 
     Returns:
-        One row of metrics per configuration and seed; the per-epoch histories of every
-        member; per configuration, the examples the report draws (first seed's presets,
-        morph, latent embeddings, history) and timings; and the timings as MLflow metrics
-        (``<configuration>.wall_s`` and ``.train_s``).
+        The fold metrics (one row per configuration, fold and seed: the protocol metrics,
+        then every metric of ``evaluate_model``); the reproduction metrics (one row per
+        design and seed, ``evaluate_model``'s metrics on the original protocol); the
+        per-epoch histories of every member (``configuration``, ``fold``, ``seed``, …);
+        per configuration the examples the report draws (the first fold's first seed)
+        and timings; and the timings as MLflow metrics.
     """
     seeds = compare_seeds(compare)
-    rows, histories, examples = [], [], {}
+    folds = fold_names(fold_table)
+    fold_rows, reproduction_rows, histories, examples = [], [], [], {}
     for name, configuration in configurations.items():
         started = time.perf_counter()
-        feature_normaliser = fit_normaliser(
-            settings_filtered, split_assignment, configuration["feature_normaliser"]
-        )
-        tables = normalise_splits(settings_filtered, split_assignment, feature_normaliser)
         config = TrainingConfig.from_dict(configuration["training"])
-        logger.info("Comparing %s: %d seeds, %d epochs", name, len(seeds), config.epochs)
-        result = train_on_tables(
-            config,
-            tables[0],
-            tables[1],
-            feature_normaliser,
-            seeds,
-            progress=default_progress(f"compare {name}"),
-        )
-        output_space = decoder_normaliser(
-            feature_normaliser, result.config.decoder_head, result.config.recon_in_consistent_units
-        )
-        for seed, model in zip(result.seeds, result.models, strict=True):
-            history = result.history[result.history["seed"] == seed]
-            evaluated = evaluate_model(
-                model,
-                feature_normaliser,
-                output_space,
-                tables,
-                settings_filtered,
-                history,
-                evaluation,
+        plan: list[tuple[str, dict[str, Any], tuple]] = []
+        for fold in folds:
+            assignment = fold_assignment(fold_table, settings_filtered, fold)
+            plan.append((fold, *_member_tables(settings_filtered, assignment, configuration)))
+        if name == configuration["design"]:
+            plan.append(
+                (
+                    REPRODUCTION,
+                    *_member_tables(reproduction_settings, reproduction_split, configuration),
+                )
             )
-            rows.append({"configuration": name, "seed": seed, **evaluated.metrics})
-            histories.append(history.assign(configuration=name))
-            if seed == seeds[0]:
+        members = [m for _, normaliser, tables in plan for m in _members(tables, normaliser, seeds)]
+        logger.info(
+            "Comparing %s: %d members (%d folds x %d seeds%s), %d epochs",
+            name,
+            len(members),
+            len(folds),
+            len(seeds),
+            " + reproduction" if plan[-1][0] == REPRODUCTION else "",
+            config.epochs,
+        )
+        # Members of similar size side by side: the thread groups are contiguous slices,
+        # and a group's epoch takes as many steps as its largest member needs.
+        order = sorted(range(len(members)), key=lambda k: len(members[k].train_features))
+        result = train_members(
+            config, [members[k] for k in order], progress=default_progress(f"compare {name}")
+        )
+        position = {k: j for j, k in enumerate(order)}
+        trained = [
+            _Trained(name, fold, seed, normaliser, tables, *_member_result(result, position[k]))
+            for k, (fold, seed, normaliser, tables) in enumerate(
+                (fold, seed, normaliser, tables)
+                for fold, normaliser, tables in plan
+                for seed in seeds
+            )
+        ]
+        measure = partial(
+            _measure,
+            config=config,
+            settings=settings_filtered,
+            reproduction_settings=reproduction_settings,
+            fold_contexts=fold_contexts,
+            evaluation=evaluation,
+        )
+        for member, (evaluated, protocol) in zip(
+            trained, _in_threads(measure, trained), strict=True
+        ):
+            keys = {"configuration": name, "fold": member.fold, "seed": member.seed}
+            history = member.history
+            histories.append(history.assign(configuration=name, fold=member.fold))
+            if member.fold == REPRODUCTION:
+                reproduction_rows.append({**keys, **evaluated.metrics})
+                continue
+            fold_rows.append({**keys, **protocol, **evaluated.metrics})
+            if name not in examples:
                 examples[name] = {
+                    "fold": member.fold,
+                    "seed": member.seed,
                     "presets": evaluated.generated_presets,
                     "morph": evaluated.morph_table,
                     "latent": evaluated.latent_embeddings,
@@ -109,6 +361,7 @@ def run_configurations(
                 }
         examples[name]["wall_s"] = time.perf_counter() - started
         examples[name]["train_s"] = result.timing.train_s
+        examples[name]["members"] = len(members)
         logger.info(
             "Compared %s in %.1f s (training %.1f s)",
             name,
@@ -120,7 +373,31 @@ def run_configurations(
         for name, example in examples.items()
         for key in ("wall_s", "train_s")
     }
-    return pd.DataFrame(rows), pd.concat(histories, ignore_index=True), examples, timings
+    history_table = pd.concat(histories, ignore_index=True)
+    front = ["configuration", "fold"]
+    history_table = history_table[front + [c for c in history_table.columns if c not in front]]
+    reproduction = pd.DataFrame(
+        reproduction_rows, columns=None if reproduction_rows else list(KEYS)
+    )
+    return _ordered(pd.DataFrame(fold_rows)), reproduction, history_table, examples, timings
+
+
+def _in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """``[function(i) for i in items]`` on as many threads as torch has intra-op threads.
+
+    Measuring a member is numpy, scikit-learn and small torch calls that release the GIL;
+    each thread runs torch on one intra-op thread meanwhile (restored afterwards), so the
+    threads do not oversubscribe the cores. Results keep the order of ``items``.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return [function(i) for i in items]
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="measure") as pool:
+            return list(pool.map(function, items))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _flat_params(prefix: str, value: Any, into: dict[str, str]) -> None:
@@ -132,11 +409,11 @@ def _flat_params(prefix: str, value: Any, into: dict[str, str]) -> None:
 
 
 def seed_runs(
-    seed_metrics: pd.DataFrame, configurations: Mapping[str, Mapping[str, Any]]
+    fold_metrics: pd.DataFrame, configurations: Mapping[str, Mapping[str, Any]]
 ) -> pd.DataFrame:
-    """The per-seed metrics with each run's parameters, for one nested MLflow run each.
+    """The per-member metrics with each run's parameters, for one nested MLflow run each.
 
-    Parameters: ``design``, ``seed`` and the configuration's resolved
+    Parameters: ``design``, ``fold``, ``seed`` and the configuration's resolved
     ``feature_normaliser.*`` and ``training.*`` values (columns ``param.<name>``).
     """
     params = {}
@@ -147,46 +424,133 @@ def seed_runs(
         params[name] = flat
     extra = pd.DataFrame(
         [
-            {**params[row.configuration], f"{PARAM_PREFIX}seed": str(row.seed)}
-            for row in seed_metrics[["configuration", "seed"]].itertuples(index=False)
+            {
+                **params[row.configuration],
+                f"{PARAM_PREFIX}fold": str(row.fold),
+                f"{PARAM_PREFIX}seed": str(row.seed),
+            }
+            for row in fold_metrics[["configuration", "fold", "seed"]].itertuples(index=False)
         ],
-        index=seed_metrics.index,
+        index=fold_metrics.index,
     )
-    return pd.concat([seed_metrics, extra], axis=1)
+    return pd.concat([fold_metrics, extra], axis=1)
 
 
-def summarise_comparison(seed_metrics: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard deviation (ddof 1) and count of every metric per configuration.
+def summarise_comparison(
+    fold_metrics: pd.DataFrame, baseline_fold_metrics: pd.DataFrame, compare: Mapping[str, Any]
+) -> pd.DataFrame:
+    """Mean and t-interval over folds (seeds averaged within a fold) of every metric.
 
-    Returns:
-        Long table: ``configuration``, ``metric``, ``mean``, ``std``, ``n``.
+    Models and baselines in one long table: ``configuration``, ``metric``, ``mean``,
+    ``ci_low``, ``ci_high``, ``n_folds``, ``n_seeds``. The protocol metrics come first,
+    then ``evaluate_model``'s (models only).
     """
-    long = seed_metrics.melt(
-        id_vars=["configuration", "seed"], var_name="metric", value_name="value"
+    confidence = float(compare["statistics"]["confidence"])
+    metrics = list(METRICS) + [
+        c for c in fold_metrics.columns if c not in METRICS and c not in KEYS
+    ]
+    table = pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True)
+    return summarise(table, metrics, confidence)
+
+
+def comparisons(
+    configurations: Mapping[str, Mapping[str, Any]], baseline_fold_metrics: pd.DataFrame
+) -> list[dict[str, str]]:
+    """The verdicts to draw, each with its family (Holm's correction works within one).
+
+    Each configuration against every baseline that has the metric (family
+    ``<configuration> · <metric family>``), and each ablation against its design on every
+    protocol metric (family ``<ablation> vs <design>``).
+    """
+    out = []
+    has = {
+        metric: list(
+            dict.fromkeys(
+                baseline_fold_metrics.loc[baseline_fold_metrics[metric].notna(), "configuration"]
+            )
+        )
+        for metric in METRICS
+        if metric in baseline_fold_metrics.columns
+    }
+    for name, configuration in configurations.items():
+        for metric, spec in METRICS.items():
+            for baseline in has.get(metric, []):
+                out.append(
+                    {
+                        "family": f"{name} · {spec.family}",
+                        "configuration": name,
+                        "against": baseline,
+                        "metric": metric,
+                    }
+                )
+        if name != configuration["design"]:
+            for metric in METRICS:
+                out.append(
+                    {
+                        "family": f"{name} vs {configuration['design']}",
+                        "configuration": name,
+                        "against": configuration["design"],
+                        "metric": metric,
+                    }
+                )
+    return out
+
+
+def judge_comparison(
+    fold_metrics: pd.DataFrame,
+    baseline_fold_metrics: pd.DataFrame,
+    configurations: Mapping[str, Mapping[str, Any]],
+    compare: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Paired differences by fold with Holm-corrected verdicts (see ``paired_verdicts``)."""
+    statistics = compare["statistics"]
+    table = fold_means(
+        pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True), list(METRICS)
     )
-    order = list(dict.fromkeys(seed_metrics["configuration"]))
-    summary = (
-        long.groupby(["configuration", "metric"], sort=False)["value"]
-        .agg(mean="mean", std="std", n="count")
-        .reset_index()
-    )
-    summary["configuration"] = pd.Categorical(summary["configuration"], order, ordered=True)
-    return (
-        summary.sort_values(["configuration", "metric"])
-        .reset_index(drop=True)
-        .astype({"configuration": "string"})
+    return paired_verdicts(
+        table,
+        comparisons(configurations, baseline_fold_metrics),
+        {name: spec.better for name, spec in METRICS.items()},
+        alpha=float(statistics["alpha"]),
+        confidence=float(statistics["confidence"]),
     )
 
 
-def summary_metrics(summary: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """The summary as MLflow metrics of the comparison's parent run (step 0)."""
-    metrics = {}
+def _metric(value: float) -> dict[str, float]:
+    return {"value": float(value), "step": 0}
+
+
+def comparison_metrics(
+    summary: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    fold_metrics: pd.DataFrame,
+    baseline_fold_metrics: pd.DataFrame,
+) -> dict[str, dict[str, float]]:
+    """Every number of the report as an MLflow metric of the comparison's parent run.
+
+    ``<configuration>.<metric>.mean`` / ``.ci_low`` / ``.ci_high``; per fold
+    ``<configuration>.<fold>.<metric>`` (the mean over its seeds) for the protocol
+    metrics; and ``<configuration>.vs.<against>.<metric>.difference`` / ``.ci_low`` /
+    ``.ci_high`` / ``.p_holm``.
+    """
+    metrics: dict[str, dict[str, float]] = {}
     for row in summary.itertuples(index=False):
-        for statistic in ("mean", "std"):
+        for statistic in ("mean", "ci_low", "ci_high"):
             value = getattr(row, statistic)
+            if np.isfinite(value):
+                metrics[f"{row.configuration}.{row.metric}.{statistic}"] = _metric(value)
+    per_fold = fold_means(
+        pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True), list(METRICS)
+    )
+    for row in per_fold.to_dict("records"):
+        for metric in METRICS:
+            value = row.get(metric)
             if value is not None and np.isfinite(value):
-                metrics[f"{row.configuration}.{row.metric}.{statistic}"] = {
-                    "value": float(value),
-                    "step": 0,
-                }
+                metrics[f"{row['configuration']}.{row['fold']}.{metric}"] = _metric(value)
+    for row in verdicts.itertuples(index=False):
+        prefix = f"{row.configuration}.vs.{row.against}.{row.metric}"
+        for statistic in ("difference", "ci_low", "ci_high", "p_holm"):
+            value = getattr(row, statistic)
+            if np.isfinite(value):
+                metrics[f"{prefix}.{statistic}"] = _metric(value)
     return metrics

@@ -1,4 +1,4 @@
-"""The ``compare`` pipeline: data processing, every configuration over seeds, the report."""
+"""The ``compare`` pipeline: the cross-contributor protocol and its report."""
 
 from __future__ import annotations
 
@@ -6,20 +6,25 @@ from kedro.pipeline import Pipeline, node
 
 from neural_eq_morphing.pipelines import data_processing
 from neural_eq_morphing.pipelines.compare.nodes import (
+    comparison_metrics,
     configurations_of,
+    fit_folds,
+    judge_comparison,
+    make_folds,
+    run_baselines,
     run_configurations,
     seed_runs,
     summarise_comparison,
-    summary_metrics,
 )
 from neural_eq_morphing.pipelines.compare.report import render_report, report_context
+from neural_eq_morphing.pipelines.data_processing.nodes import filter_terms, split_by_contributor
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Shared data processing, then resolve, train and evaluate, summarise and report.
+    """Shared data processing, then folds, baselines, configurations, statistics, report.
 
-    Seeds are trained together inside ``run_configurations`` (one batched ensemble per
-    configuration), so the graph keeps its shape whatever the number of seeds.
+    Folds and seeds are trained together inside ``run_configurations`` (one batched
+    ensemble per configuration), so the graph keeps its shape whatever their number.
     """
     comparison = Pipeline(
         [
@@ -30,16 +35,50 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="resolve_configurations",
             ),
             node(
+                make_folds,
+                ["settings_filtered", "params:compare"],
+                "fold_table",
+                name="make_folds",
+            ),
+            node(
+                fit_folds,
+                ["settings_filtered", "fold_table", "params:evaluation"],
+                "fold_contexts",
+                name="fit_folds",
+            ),
+            node(
+                run_baselines,
+                ["fold_contexts", "params:designs"],
+                "compare_baseline_metrics",
+                name="run_baselines",
+            ),
+            node(
+                filter_terms,
+                ["settings_validated", "params:compare.reproduction.terms"],
+                ["reproduction_settings", "reproduction_term_summary"],
+                name="reproduction_terms",
+            ),
+            node(
+                split_by_contributor,
+                ["reproduction_settings", "params:split"],
+                ["reproduction_split", "reproduction_split_summary"],
+                name="reproduction_split",
+            ),
+            node(
                 run_configurations,
                 [
                     "settings_filtered",
-                    "split_assignment",
+                    "fold_table",
+                    "fold_contexts",
+                    "reproduction_settings",
+                    "reproduction_split",
                     "compare_configurations",
                     "params:evaluation",
                     "params:compare",
                 ],
                 [
-                    "compare_seed_metrics",
+                    "compare_fold_metrics",
+                    "compare_reproduction_metrics",
                     "compare_histories",
                     "compare_examples",
                     "compare_timings",
@@ -48,27 +87,49 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 seed_runs,
-                ["compare_seed_metrics", "compare_configurations"],
+                ["compare_fold_metrics", "compare_configurations"],
                 "compare_seed_runs",
                 name="log_seed_runs",
             ),
             node(
                 summarise_comparison,
-                "compare_seed_metrics",
+                ["compare_fold_metrics", "compare_baseline_metrics", "params:compare"],
                 "compare_summary",
                 name="summarise_comparison",
             ),
             node(
-                summary_metrics,
-                "compare_summary",
+                judge_comparison,
+                [
+                    "compare_fold_metrics",
+                    "compare_baseline_metrics",
+                    "compare_configurations",
+                    "params:compare",
+                ],
+                "compare_verdicts",
+                name="judge_comparison",
+            ),
+            node(
+                comparison_metrics,
+                [
+                    "compare_summary",
+                    "compare_verdicts",
+                    "compare_fold_metrics",
+                    "compare_baseline_metrics",
+                ],
                 "compare_mlflow_metrics",
-                name="log_summary_metrics",
+                name="log_comparison_metrics",
             ),
             node(
                 report_context,
                 [
                     "compare_summary",
-                    "compare_seed_metrics",
+                    "compare_verdicts",
+                    "compare_fold_metrics",
+                    "compare_baseline_metrics",
+                    "compare_reproduction_metrics",
+                    "fold_table",
+                    "settings_filtered",
+                    "fold_contexts",
                     "compare_examples",
                     "compare_seed_runs",
                     "raw_data_provenance",

@@ -25,12 +25,11 @@ from matplotlib.figure import Figure
 
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.eq.response import clamped_response_db, frequency_grid
+from neural_eq_morphing.models.folds import fold_summary
+from neural_eq_morphing.models.protocol import BASELINE_LABELS, METRICS, REFERENCES
+from neural_eq_morphing.models.statistics import BETTER, WORSE, fold_means, improvement
 from neural_eq_morphing.pipelines.designs import compare_seeds
-from neural_eq_morphing.pipelines.evaluation.plots import (
-    plot_latent_map,
-    plot_morph,
-    plot_training_curves,
-)
+from neural_eq_morphing.pipelines.evaluation.plots import plot_training_curves
 
 PARAMS = list(PARAMETER_NAMES)
 
@@ -41,254 +40,382 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _cell(mean: float, std: float, digits: int) -> str:
+def _number(value: float, digits: int = 3) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    if abs(value) >= 1e5:
+        return f"{value:.3g}"
+    return f"{value:.{digits}f}"
+
+
+def interval(mean: float, low: float, high: float, digits: int = 3) -> str:
+    """``mean [low, high]`` as text (``mean`` alone when the interval is undefined)."""
     if mean is None or not np.isfinite(mean):
         return "n/a"
-    if not np.isfinite(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return _number(mean, digits)
+    return f"{_number(mean, digits)} [{_number(low, digits)}, {_number(high, digits)}]"
+
+
+def _label(name: str, labels: Mapping[str, str]) -> str:
+    return labels.get(name, BASELINE_LABELS.get(name, name))
 
 
 class Summary:
-    """Look-ups in the long summary table (configuration, metric, mean, std, n)."""
+    """Look-ups in the long summary (configuration, metric, mean, ci_low, ci_high, …)."""
 
     def __init__(self, summary: pd.DataFrame) -> None:
         self._table = summary.set_index(["configuration", "metric"])
 
+    def has(self, configuration: str, metric: str) -> bool:
+        """Whether the configuration has a value of the metric."""
+        return (configuration, metric) in self._table.index
+
     def mean(self, configuration: str, metric: str) -> float:
-        """Mean over seeds."""
+        """Mean over folds."""
+        if not self.has(configuration, metric):
+            return float("nan")
         return float(self._table.loc[(configuration, metric), "mean"])
 
     def cell(self, configuration: str, metric: str, digits: int = 3) -> str:
-        """``mean ± std`` as text."""
+        """``mean [low, high]`` as text."""
+        if not self.has(configuration, metric):
+            return "n/a"
         row = self._table.loc[(configuration, metric)]
-        return _cell(float(row["mean"]), float(row["std"]), digits)
+        return interval(float(row["mean"]), float(row["ci_low"]), float(row["ci_high"]), digits)
 
 
-def _hz(value: float) -> str:
-    if value >= 1e6:
-        return f"{value / 1e6:.2f} MHz"
-    if value >= 1e3:
-        return f"{value / 1e3:.1f} kHz"
-    return f"{value:.0f} Hz"
-
-
-def headline_table(
-    summary: Summary, seed_metrics: pd.DataFrame, claimed: Mapping[str, Mapping[str, float]]
-) -> pd.DataFrame:
-    """The original comparison's table (in-sample), measured beside claimed."""
-    rows = []
-    for configuration in ("log1", "log2"):
-        metrics = seed_metrics[seed_metrics["configuration"] == configuration]
-        claim = claimed.get(configuration, {})
-        rows.append(
-            {
-                "design": configuration,
-                "generated frequencies (min – max over seeds)": (
-                    f"{_hz(metrics['min_frequency_hz'].min())} – "
-                    f"{_hz(metrics['max_frequency_hz'].max())}"
-                ),
-                "claimed max frequency": _hz(claim["max_frequency_hz"])
-                if "max_frequency_hz" in claim
-                else "within limits",
-                "valid settings (random latents)": summary.cell(
-                    configuration, "valid_share.random_latents"
-                ),
-                "claimed valid": f"{claim['valid_share']:.0%}"
-                if "valid_share" in claim
-                else "not all",
-                "silhouette": summary.cell(configuration, "silhouette.in_sample.latent"),
-                "claimed silhouette": f"{claim.get('silhouette', float('nan')):.2f}",
-                "Davies–Bouldin": summary.cell(configuration, "davies_bouldin.in_sample.latent", 2),
-                "claimed Davies–Bouldin": f"{claim.get('davies_bouldin', float('nan')):.2f}",
-                "reconstruction loss (test split, each design's own normalised space)": (
-                    summary.cell(configuration, "reconstruction_mse", 4)
-                ),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def held_out_table(summary: Summary, configurations: Sequence[str]) -> pd.DataFrame:
-    """Clustering per configuration, with the no-model baseline on the same rows.
-
-    The baseline is deterministic (no seed enters it), so it is shown without a spread.
-    """
-    rows = []
-    for configuration in configurations:
-        for space in ("latent", "baseline"):
-            name = (
-                f"{configuration}: latent"
-                if space == "latent"
-                else f"{configuration}: no model (its normalised 13 parameters)"
-            )
-            row = {"": name}
-            for protocol in ("held_out", "in_sample"):
-                for metric, label, digits in (
-                    ("silhouette", "silhouette", 3),
-                    ("davies_bouldin", "Davies–Bouldin", 2),
-                ):
-                    key = f"{metric}.{protocol}.{space}"
-                    header = f"{label} ({protocol.replace('_', '-')})"
-                    row[header] = (
-                        summary.cell(configuration, key, digits)
-                        if space == "latent"
-                        else f"{summary.mean(configuration, key):.{digits}f}"
-                    )
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def protocol_note(summary: Summary) -> str:
-    """How many rows and terms each protocol scores (they are not like for like)."""
-    return (
-        f"Held-out scores {summary.mean('log2', 'rows.held_out'):.0f} test rows of "
-        f"{summary.mean('log2', 'terms.held_out'):.0f} terms (those with enough test rows); "
-        f"in-sample scores {summary.mean('log2', 'rows.in_sample'):.0f} rows of "
-        f"{summary.mean('log2', 'terms.in_sample'):.0f} terms, so the two protocols are not "
-        "directly comparable: fewer, larger classes separate more easily."
-    )
-
-
-ABLATION_METRICS = {
-    "valid (random latents)": ("valid_share.random_latents", 3),
-    "silhouette held-out": ("silhouette.held_out.latent", 3),
-    "Davies–Bouldin in-sample": ("davies_bouldin.in_sample.latent", 2),
-    "dB error (mean)": ("reconstruction_rms_db.mean", 2),
-    "generation dB": ("generation_rms_db", 2),
-}
-
-
-def ablation_table(summary: Summary, labels: Mapping[str, str]) -> pd.DataFrame:
-    """Every configuration against the metrics the ablation is judged on."""
-    return pd.DataFrame(
-        [
-            {
-                "configuration": configuration,
-                "what it is": label,
-                **{
-                    header: summary.cell(configuration, metric, digits)
-                    for header, (metric, digits) in ABLATION_METRICS.items()
-                },
-            }
-            for configuration, label in labels.items()
+def strongest_baselines(summary: Summary, baselines: Sequence[str]) -> dict[str, str]:
+    """Per protocol metric, the baseline with the best mean (references skipped)."""
+    out = {}
+    for metric, spec in METRICS.items():
+        candidates = [
+            b for b in baselines if b not in REFERENCES and np.isfinite(summary.mean(b, metric))
         ]
-    )
+        if not candidates:
+            continue
+        score = {
+            b: improvement(np.array([summary.mean(b, metric)]), np.array([0.0]), spec.better)[0]
+            for b in candidates
+        }
+        out[metric] = max(candidates, key=lambda b: score[b])
+    return out
 
 
-#: Metrics the ablation is judged on: (column, +1 if higher is better else -1, digits).
-JUDGED = {
-    "held-out silhouette": ("silhouette.held_out.latent", +1, 3),
-    "in-sample Davies–Bouldin": ("davies_bouldin.in_sample.latent", -1, 2),
-    "dB reconstruction error": ("reconstruction_rms_db.mean", -1, 2),
-}
+def _verdict_text(row: Any) -> str:
+    text = str(row["verdict"])
+    return f"{text} (borderline)" if bool(row["borderline"]) else text
 
 
-def _paired_verdict(
-    seed_metrics: pd.DataFrame, ablation: str, metric: str, better: int, digits: int
-) -> str:
-    """Whether Log 2 does better or worse than a configuration, or within seed noise (±2 SE)."""
-    table = seed_metrics.pivot_table(index="seed", columns="configuration", values=metric)
-    gains = better * (table["log2"] - table[ablation]).dropna().to_numpy()
-    mean = float(np.mean(gains))
-    if len(gains) < 2:
-        return f"{mean:+.{digits}f} (one seed: no verdict)"
-    error = float(np.std(gains, ddof=1) / np.sqrt(len(gains)))
-    if mean > 2 * error:
-        verdict = "Log 2 better"
-    elif mean < -2 * error:
-        verdict = "Log 2 worse"
-    else:
-        verdict = "within seed noise"
-    return f"{mean:+.{digits}f} ± {error:.{digits}f} ({verdict})"
-
-
-def against_log2(configurations: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The configurations judged against Log 2: its ablations and every other design.
-
-    Log 1, Log 2 and the ablations of Log 1 are left out (they have sentences of their own).
-    """
-    return [
-        name
-        for name, spec in configurations.items()
-        if name not in ("log1", "log2") and spec["design"] != "log1"
+def _verdict_of(verdicts: pd.DataFrame, configuration: str, against: str, metric: str) -> Any:
+    rows = verdicts[
+        (verdicts["configuration"] == configuration)
+        & (verdicts["against"] == against)
+        & (verdicts["metric"] == metric)
     ]
+    return None if rows.empty else rows.iloc[0]
 
 
-def findings(
-    summary: Summary, seed_metrics: pd.DataFrame, configurations: Mapping[str, Mapping[str, Any]]
+def verdict_table(
+    summary: Summary,
+    verdicts: pd.DataFrame,
+    models: Sequence[str],
+    strongest: Mapping[str, str],
+    labels: Mapping[str, str],
+) -> pd.DataFrame:
+    """Per protocol metric: the models and the strongest baseline, with the verdicts.
+
+    Each model's mean [CI], the strongest baseline's, and each model's paired difference
+    from it (positive = the model is better) with the verdict.
+    """
+    records = []
+    for metric, baseline in strongest.items():
+        record = {"metric": metric, "better": METRICS[metric].better}
+        for model in models:
+            record[_label(model, labels)] = summary.cell(model, metric)
+        record["strongest baseline"] = (
+            f"{_label(baseline, labels)}: {summary.cell(baseline, metric)}"
+        )
+        for model in models:
+            row = _verdict_of(verdicts, model, baseline, metric)
+            record[f"{model} vs baseline"] = (
+                "n/a"
+                if row is None
+                else f"{interval(row['difference'], row['ci_low'], row['ci_high'])}: "
+                f"{_verdict_text(row)}"
+            )
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def verdict_sentences(
+    verdicts: pd.DataFrame, models: Sequence[str], labels: Mapping[str, str]
 ) -> list[str]:
-    """Sentences filled from the measured numbers."""
+    """One sentence per model from its verdicts against the baselines."""
     sentences = []
-    for configuration in ("log1", "log2"):
-        latent = summary.mean(configuration, "silhouette.held_out.latent")
-        baseline = summary.mean(configuration, "silhouette.held_out.baseline")
-        latent_db = summary.mean(configuration, "davies_bouldin.held_out.latent")
-        baseline_db = summary.mean(configuration, "davies_bouldin.held_out.baseline")
-        beats = latent > baseline and latent_db < baseline_db
-        sentences.append(
-            f"{configuration} {'beats' if beats else 'does not beat'} the no-model baseline "
-            f"(its normalised parameters) on held-out data: silhouette {latent:.3f} against "
-            f"{baseline:.3f}, "
-            f"Davies–Bouldin {latent_db:.2f} against {baseline_db:.2f}."
+    for model in models:
+        rows = verdicts[(verdicts["configuration"] == model) & ~verdicts["against"].isin(models)]
+        rows = rows[~rows["against"].isin(REFERENCES)]
+        if rows.empty:
+            continue
+        by_metric = rows.groupby("metric", sort=False)["verdict"].agg(list)
+        beats_all = [m for m, v in by_metric.items() if all(x == BETTER for x in v)]
+        loses = {
+            m: [
+                _label(a, labels)
+                for a in rows[(rows["metric"] == m) & (rows["verdict"] == WORSE)]["against"]
+            ]
+            for m in by_metric.index
+        }
+        loses = {m: names for m, names in loses.items() if names}
+        undecided = [m for m in by_metric.index if m not in beats_all and m not in loses]
+        parts = [f"**{_label(model, labels)}** across contributors:"]
+        parts.append(
+            f"better than every baseline on {', '.join(beats_all)}."
+            if beats_all
+            else "better than every baseline on no metric."
         )
-    log1 = seed_metrics[seed_metrics["configuration"] == "log1"]
-    valid = summary.mean("log1", "valid_share.random_latents")
-    valid_frequencies = summary.mean("log1", "valid_frequency_share.random_latents")
-    sentences.append(
-        f"Log 1's generated settings are valid in {valid:.0%} of random latent points; its "
-        f"frequencies reach {_hz(log1['max_frequency_hz'].max())} (valid frequencies: "
-        f"{valid_frequencies:.0%}): by design its decoder outputs Hz, which generation "
-        "reads as z-scores."
-    )
-    ablations = against_log2(configurations)
-    for name, (metric, better, digits) in JUDGED.items():
-        if not ablations:
-            break
-        verdicts = [
-            f"{ablation}: {_paired_verdict(seed_metrics, ablation, metric, better, digits)}"
-            for ablation in ablations
-        ]
-        sentences.append(
-            f"On {name} (Log 2: {summary.mean('log2', metric):.{digits}f}), each of Log 2's "
-            "ablations and each other design against Log 2, paired by seed (positive: Log 2 "
-            "does better than the configuration; ± one standard error): "
-            + "; ".join(verdicts)
-            + "."
-        )
-    if "log1_consistent_units" in configurations:
-        fixed = summary.mean("log1_consistent_units", "valid_share.random_latents")
-        sentences.append(
-            f"Fixing only Log 1's units mismatch takes its valid share from "
-            f"{summary.mean('log1', 'valid_share.random_latents'):.0%} to {fixed:.0%} and its "
-            "dB reconstruction error from "
-            f"{summary.mean('log1', 'reconstruction_rms_db.mean'):.2f} to "
-            f"{summary.mean('log1_consistent_units', 'reconstruction_rms_db.mean'):.2f} dB."
-        )
+        if undecided:
+            parts.append(
+                f"No detectable difference from at least one baseline on {', '.join(undecided)}."
+            )
+        if loses:
+            parts.append(
+                "Worse on "
+                + "; ".join(f"{m} (than {', '.join(names)})" for m, names in loses.items())
+                + "."
+            )
+        sentences.append(" ".join(parts))
     return sentences
 
 
-def generated_terms_figure(
-    examples: Mapping[str, Any], terms: Sequence[str], evaluation: Mapping[str, Any]
+def family_tables(
+    summary: Summary, names: Sequence[str], labels: Mapping[str, str]
+) -> dict[str, pd.DataFrame]:
+    """Per metric family, a table: rows the models and baselines, cells ``mean [CI]``."""
+    tables = {}
+    for family in dict.fromkeys(spec.family for spec in METRICS.values()):
+        metrics = [m for m, spec in METRICS.items() if spec.family == family]
+        rows = [n for n in names if any(summary.has(n, m) for m in metrics)]
+        if not rows:
+            continue
+        tables[family] = pd.DataFrame(
+            [{"": _label(n, labels), **{m: summary.cell(n, m) for m in metrics}} for n in rows]
+        )
+    return tables
+
+
+def per_fold_table(
+    per_fold: pd.DataFrame,
+    metric: str,
+    names: Sequence[str],
+    folds: pd.DataFrame,
+    labels: Mapping[str, str],
+) -> pd.DataFrame:
+    """One metric per fold (mean over seeds) for the named models and baselines."""
+    table = per_fold.pivot_table(index="fold", columns="configuration", values=metric, dropna=False)
+    table = table.reindex(index=list(folds["fold"]), columns=[n for n in names if n in table])
+    out = folds[["fold", "held_out", "test_rows"]].copy().reset_index(drop=True)
+    for name in table.columns:
+        out[_label(name, labels)] = [_number(v) for v in table[name].to_numpy()]
+    return out
+
+
+def per_fold_figure(
+    per_fold: pd.DataFrame,
+    metrics: Sequence[str],
+    names: Sequence[str],
+    folds: Sequence[str],
+    labels: Mapping[str, str],
 ) -> Figure:
-    """The generated EQ of a few terms from Log 1 and Log 2 (first seed), as curves."""
+    """Per-fold values of a few metrics: one panel per metric, one line per name."""
+    figure = Figure(figsize=(12, 3.8), layout="constrained")
+    axes = figure.subplots(1, len(metrics), squeeze=False).ravel()
+    positions = np.arange(len(folds))
+    for axis, metric in zip(axes, metrics, strict=True):
+        table = per_fold.pivot_table(
+            index="fold", columns="configuration", values=metric, dropna=False
+        )
+        table = table.reindex(index=list(folds))
+        for name in names:
+            if name in table and table[name].notna().any():
+                axis.plot(positions, table[name].to_numpy(), marker="o", label=_label(name, labels))
+        axis.set_xticks(positions, list(folds), rotation=60, fontsize=7)
+        axis.set_title(f"{metric} ({METRICS[metric].better} is better)")
+        axis.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return figure
+
+
+def ablation_table(
+    verdicts: pd.DataFrame,
+    summary: Summary,
+    configurations: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, str],
+) -> pd.DataFrame:
+    """Each ablation against its design on the protocol metrics, paired by fold.
+
+    Difference [CI] (positive = the ablation is better) and verdict.
+    """
+    records = []
+    for name, spec in configurations.items():
+        if name == spec["design"]:
+            continue
+        for metric in METRICS:
+            row = _verdict_of(verdicts, name, spec["design"], metric)
+            if row is None:
+                continue
+            records.append(
+                {
+                    "ablation": _label(name, labels),
+                    "metric": metric,
+                    "ablation value": summary.cell(name, metric),
+                    "design value": summary.cell(spec["design"], metric),
+                    "difference": interval(row["difference"], row["ci_low"], row["ci_high"]),
+                    "verdict": _verdict_text(row),
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+def all_verdicts_table(verdicts: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataFrame:
+    """Every verdict: configuration, metric, against, difference [CI], Holm p, verdict."""
+    return pd.DataFrame(
+        [
+            {
+                "configuration": _label(row["configuration"], labels),
+                "metric": row["metric"],
+                "against": _label(row["against"], labels),
+                "folds": int(row["n_folds"]),
+                "difference": interval(row["difference"], row["ci_low"], row["ci_high"]),
+                "Holm p": _number(row["p_holm"], 4),
+                "verdict": _verdict_text(row),
+            }
+            for _, row in verdicts.iterrows()
+        ]
+    )
+
+
+def construction_table(
+    summary: Summary, configurations: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]
+) -> pd.DataFrame:
+    """Range validity of generated settings, marked where the bounded output guarantees it."""
+    records = []
+    for name, spec in configurations.items():
+        bounded = (
+            spec["training"]["decoder_head"] == "normalised"
+            and spec["feature_normaliser"].get("kind") == "minmax"
+        )
+        records.append(
+            {
+                "configuration": _label(name, labels),
+                **{
+                    f"valid share: {kind}": summary.cell(name, f"valid_share.{kind}")
+                    for kind in ("term_centroids", "interpolations", "random_latents")
+                },
+                "why": "guaranteed by construction (sigmoid output through the min-max inverse)"
+                if bounded
+                else "learned (unbounded output in plug-in units)",
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+#: How each claimed figure of the original write-up is judged reproduced.
+REPRODUCTION_CRITERIA: dict[str, tuple[str, str]] = {
+    "silhouette": ("silhouette.in_sample.latent", "same sign"),
+    "davies_bouldin": ("davies_bouldin.in_sample.latent", "within a factor of 2"),
+    "max_frequency_hz": ("max_frequency_hz", "same side of the 20 kHz limit"),
+    "valid_share": ("valid_share.random_latents", "within 0.01"),
+}
+
+
+def _reproduced(criterion: str, claimed: float, measured: float) -> bool:
+    if criterion == "same sign":
+        return bool(np.sign(claimed) == np.sign(measured))
+    if criterion == "within a factor of 2":
+        return bool(0.5 <= measured / claimed <= 2.0)
+    if criterion == "same side of the 20 kHz limit":
+        return bool((claimed > 20_000) == (measured > 20_000))
+    return bool(abs(claimed - measured) <= 0.01)
+
+
+def reproduction_table(
+    reproduction: pd.DataFrame,
+    claimed: Mapping[str, Mapping[str, float]],
+    labels: Mapping[str, str],
+) -> pd.DataFrame:
+    """The original write-up's figures against this run's, on the original protocol."""
+    records = []
+    for design, figures in claimed.items():
+        rows = reproduction[reproduction["configuration"] == design]
+        for figure, value in figures.items():
+            column, criterion = REPRODUCTION_CRITERIA[figure]
+            if rows.empty or column not in rows:
+                continue
+            measured = rows[column].to_numpy(np.float64)
+            spread = f" ± {_number(measured.std(ddof=1))}" if len(measured) > 1 else ""
+            records.append(
+                {
+                    "design": _label(design, labels),
+                    "figure": figure,
+                    "claimed": _number(float(value)),
+                    "measured (in-sample, mean ± sd over seeds)": _number(measured.mean()) + spread,
+                    "criterion": criterion,
+                    "reproduced": "yes"
+                    if _reproduced(criterion, float(value), measured.mean())
+                    else "no",
+                }
+            )
+    return pd.DataFrame.from_records(records)
+
+
+def generated_terms_figure(
+    examples: Mapping[str, Any],
+    models: Sequence[str],
+    fold_context: Any,
+    labels: Mapping[str, str],
+    evaluation: Mapping[str, Any],
+) -> Figure:
+    """The pair's generated curves of each model against the fold's data.
+
+    Each model's example member (fold and seed) against the held-out mean curve and the
+    mean training preset of the fold.
+    """
     response = evaluation["response"]
     grid = frequency_grid(int(response["n_points"]), response["f_min"], response["f_max"])
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    terms = list(fold_context.pair)
+    figure = Figure(figsize=(11, 4), layout="constrained")
     axes = figure.subplots(1, len(terms), sharey=True, squeeze=False).ravel()
+    test_curves = clamped_response_db(fold_context.test[PARAMS].to_numpy(), **response)
     for axis, term in zip(axes, terms, strict=True):
-        for configuration, colour in (("log1", "tab:orange"), ("log2", "tab:blue")):
-            presets = examples[configuration]["presets"].set_index("term")
+        rows = (fold_context.test["term"] == term).to_numpy()
+        axis.plot(
+            grid,
+            test_curves[rows].mean(axis=0),
+            color="black",
+            linewidth=2.5,
+            label="held-out data (mean curve)",
+        )
+        axis.plot(
+            grid,
+            fold_context.generators["mean_preset"][term],
+            color="0.5",
+            linestyle="--",
+            label="mean training preset",
+        )
+        for model in models:
+            presets = examples[model]["presets"].set_index("term")
             if term in presets.index:
                 curve = clamped_response_db(presets.loc[[term], PARAMS].to_numpy(), **response)[0]
-                axis.plot(grid, curve, color=colour, linewidth=2, label=configuration)
+                axis.plot(grid, curve, linewidth=1.8, label=_label(model, labels))
         axis.set_xscale("log")
-        axis.set_title(f"generated '{term}'")
+        axis.set_title(f"'{term}'")
         axis.set_xlabel("frequency (Hz)")
         axis.grid(True, which="both", alpha=0.25)
         axis.axhline(0, color="0.6", linewidth=0.6)
-    axes[0].set_ylabel("magnitude (dB, clamped to the plug-in limits)")
-    axes[0].legend()
+    axes[0].set_ylabel("magnitude (dB)")
+    axes[0].legend(fontsize=7)
     return figure
 
 
@@ -338,24 +465,19 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _presets_table(examples: Mapping[str, Any], terms: Sequence[str]) -> pd.DataFrame:
-    """The generated settings of the morph's terms (first seed), Log 1 and Log 2 side by side."""
-    columns = {}
-    for configuration in ("log1", "log2"):
-        presets = examples[configuration]["presets"].set_index("term")
-        for term in terms:
-            if term in presets.index:
-                columns[f"{configuration}: {term}"] = [
-                    *(f"{presets.loc[term, p]:.2f}" for p in PARAMS),
-                    "yes" if presets.loc[term, "valid"] else "NO",
-                ]
-    table = pd.DataFrame(columns, index=[*PARAMS, "inside the plug-in limits"])
-    return table.rename_axis("parameter").reset_index()
+#: The metrics shown fold by fold (table and figure).
+PER_FOLD_METRICS = ("silhouette", "probe_auc", "generation_rms_db")
 
 
 def report_context(
     summary_table: pd.DataFrame,
-    seed_metrics: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    fold_metrics: pd.DataFrame,
+    baseline_fold_metrics: pd.DataFrame,
+    reproduction: pd.DataFrame,
+    fold_table: pd.DataFrame,
+    settings: pd.DataFrame,
+    fold_contexts: Mapping[str, Any],
     examples: Mapping[str, Any],
     seed_runs: pd.DataFrame,
     provenance: Mapping[str, Any],
@@ -366,80 +488,125 @@ def report_context(
     """Everything the report template shows, computed here: tables, sentences, figures.
 
     Args:
-        summary_table: Long summary (``configuration``, ``metric``, ``mean``, ``std``,
-            ``n``).
-        seed_metrics: One row of metrics per configuration and seed.
-        examples: Per configuration, the first seed's ``presets``, ``morph``, ``latent``
-            and ``history``, and its ``wall_s`` and ``train_s``.
+        summary_table: Mean and t-interval over folds per configuration or baseline and
+            metric (``summarise_comparison``).
+        verdicts: Paired, Holm-corrected verdicts (``judge_comparison``).
+        fold_metrics: The models' metrics per fold and seed.
+        baseline_fold_metrics: The baselines' metrics per fold.
+        reproduction: The designs' in-sample metrics on the original protocol, per seed.
+        fold_table: The folds (contributor → fold, part).
+        settings: The descriptor settings (for the folds' row and term counts).
+        fold_contexts: Per fold, the data and fitted baselines (the generated-EQ figure).
+        examples: Per configuration, its example member's ``fold``, ``seed``,
+            ``presets``, ``history``, and its ``wall_s``, ``train_s``, ``members``.
         seed_runs: The nested MLflow runs (``run_name``, ``run_id``, ``parent_run_id``,
             ``git_commit``).
         provenance: The SAFE-DB file's ``sha256`` and ``matches_published``.
-        configurations: Each configuration's name to its resolved configuration
-            (``design``, ``label``, ``feature_normaliser``, ``changes``); the report names
-            Log 1 and Log 2 by their configurations ``log1`` and ``log2``.
-        compare: The comparison parameters (seeds and ``claimed``).
+        configurations: The resolved configurations (``design``, ``label``, …).
+        compare: The comparison parameters (seeds, folds, statistics, ``claimed``).
         evaluation: The evaluation parameters (``morph``, ``response``).
 
     Returns:
-        A plain dict: tables as DataFrames (the template renders them with its ``table``
-        filter), sentences as strings, figures as ``{"alt", "src"}`` with ``src`` a PNG
-        ``data:`` URI, and the provenance values.
+        A plain dict: tables as DataFrames (the template's ``table`` filter renders
+        them), sentences as strings, figures as ``{"alt", "src"}``.
     """
     summary = Summary(summary_table)
+    labels = {name: spec["label"] for name, spec in configurations.items()}
+    models = list(configurations)
+    designs = [n for n, spec in configurations.items() if n == spec["design"]]
+    baselines = list(dict.fromkeys(baseline_fold_metrics["configuration"]))
+    strongest = strongest_baselines(summary, baselines)
+    folds = fold_summary(fold_table, settings)
+    per_fold = fold_means(
+        pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True), list(METRICS)
+    )
+    shown = designs + sorted({strongest[m] for m in PER_FOLD_METRICS if m in strongest})
     seeds = compare_seeds(compare)
-    specs = configurations
-    configurations = list(specs)
-    labels = {name: specs[name]["label"] for name in configurations}
-    morph_from, morph_to = evaluation["morph"]
-    compared = ("log1", "log2")
+    example_fold = examples[designs[0]]["fold"]
+    means = {
+        name: ", ".join(
+            f"{_label(n, labels)} {_number(summary.mean(n, m))}" for n in shown if summary.has(n, m)
+        )
+        for name, m in ((m, m) for m in PER_FOLD_METRICS)
+    }
     return {
         "seeds": list(seeds),
+        "n_folds": len(folds),
+        "n_rows": len(settings),
+        "n_terms": int(settings["term"].nunique()),
+        "n_contributors": int(settings["contributor_id"].nunique()),
+        "folds_config": dict(compare["folds"]),
+        "confidence": float(compare["statistics"]["confidence"]),
+        "alpha": float(compare["statistics"]["alpha"]),
         "sha256": provenance["sha256"],
         "matches_published": bool(provenance["matches_published"]),
-        "headline_table": headline_table(summary, seed_metrics, compare["claimed"]),
-        "held_out_table": held_out_table(summary, list(compared)),
-        "protocol_note": protocol_note(summary),
-        "ablation_table": ablation_table(summary, labels),
-        "findings": findings(summary, seed_metrics, specs),
-        "morph_from": morph_from,
-        "morph_to": morph_to,
-        "presets_table": _presets_table(examples, [morph_from, morph_to]),
+        "verdict_sentences": verdict_sentences(verdicts, designs, labels),
+        "verdict_table": verdict_table(summary, verdicts, designs, strongest, labels),
+        "fold_summary": folds,
+        "metric_descriptions": pd.DataFrame(
+            [
+                {
+                    "metric": m,
+                    "family": spec.family,
+                    "better": spec.better,
+                    "what": spec.description,
+                }
+                for m, spec in METRICS.items()
+            ]
+        ),
+        "family_tables": family_tables(summary, models + baselines, labels),
+        "per_fold_tables": {
+            m: per_fold_table(per_fold, m, shown, folds, labels) for m in PER_FOLD_METRICS
+        },
+        "per_fold_figures": [
+            _figure(
+                per_fold_figure(per_fold, PER_FOLD_METRICS, shown, list(folds["fold"]), labels),
+                "Per-fold values of "
+                + "; ".join(f"{m} (means: {means[m]})" for m in PER_FOLD_METRICS)
+                + ". Each point is one held-out fold; the models' points are means over seeds.",
+            )
+        ],
+        "construction_table": construction_table(summary, configurations, labels),
+        "ablation_table": ablation_table(verdicts, summary, configurations, labels),
+        "reproduction_table": reproduction_table(reproduction, compare["claimed"], labels),
+        "all_verdicts_table": all_verdicts_table(verdicts, labels),
+        "example_fold": example_fold,
         "generated_figures": [
             _figure(
-                generated_terms_figure(examples, [morph_from, morph_to], evaluation),
-                f"generated EQ for {morph_from} and {morph_to}: log1 and log2 (first seed)",
+                generated_terms_figure(
+                    examples, designs, fold_contexts[example_fold], labels, evaluation
+                ),
+                f"Generated {' and '.join(fold_contexts[example_fold].pair)} EQ curves of "
+                f"{', '.join(_label(d, labels) for d in designs)} (fold {example_fold}, seed "
+                f"{examples[designs[0]]['seed']}) against the held-out contributors' mean "
+                "curve and the mean training preset.",
             )
-        ],
-        "morph_figures": [
-            _figure(
-                plot_morph(examples[c]["morph"], labels[c], evaluation),
-                f"{labels[c]}: {morph_from} → {morph_to} morph",
-            )
-            for c in compared
-        ],
-        "latent_figures": [
-            _figure(plot_latent_map(examples[c]["latent"], labels[c]), f"{labels[c]}: latent space")
-            for c in compared
         ],
         "training_figures": [
             _figure(
-                plot_training_curves(examples[c]["history"], labels[c]),
-                f"{labels[c]}: training curves",
+                plot_training_curves(examples[d]["history"], labels[d]),
+                f"{labels[d]} training curves (fold {examples[d]['fold']}, seed "
+                f"{examples[d]['seed']}): total loss with its two weighted parts "
+                "(reconstruction and contrastive weight × contrastive loss), each loss for "
+                "training and validation, and the schedules. A rising total under an "
+                "annealed contrastive weight is the weight, not divergence.",
             )
-            for c in compared
+            for d in designs
         ],
         "git_commit": seed_runs["git_commit"].iloc[0] if len(seed_runs) else "unknown",
         "parent_run": seed_runs["parent_run_id"].iloc[0] if len(seed_runs) else "n/a",
-        "seed_runs": [(run.run_name, run.run_id) for run in seed_runs.itertuples()],
+        "n_runs": len(seed_runs),
         "wall_s": float(sum(examples[c]["wall_s"] for c in configurations)),
+        "members": int(sum(examples[c]["members"] for c in configurations)),
         "configurations": [
             {
                 "name": name,
-                "design": specs[name]["design"],
-                "feature_normaliser": dict(specs[name]["feature_normaliser"]),
-                "changes": dict(specs[name]["changes"] or {}),
+                "label": spec["label"],
+                "design": spec["design"],
+                "feature_normaliser": dict(spec["feature_normaliser"]),
+                "changes": dict(spec["changes"] or {}),
             }
-            for name in configurations
+            for name, spec in configurations.items()
         ],
     }
 

@@ -111,7 +111,12 @@ def plot_latent_map(latent_embeddings: pd.DataFrame, label: str) -> Figure:
 
 
 def plot_training_curves(training_history: pd.DataFrame, label: str) -> Figure:
-    """Losses (train and validation), contrastive weight and learning rate per epoch."""
+    """Losses (train and validation), contrastive weight and learning rate per epoch.
+
+    The total-loss panel also shows the total's two weighted parts (reconstruction, and
+    contrastive weight × contrastive loss), so that a total rising with an annealed
+    weight does not read as divergence.
+    """
     history = training_history.sort_values("epoch")
     epoch = history["epoch"]
     figure = Figure(figsize=(11, 7), layout="constrained")
@@ -125,6 +130,11 @@ def plot_training_curves(training_history: pd.DataFrame, label: str) -> Figure:
         axis.plot(epoch, history[train], label="train")
         axis.plot(epoch, history[validation], label="validation")
         values = history[[train, validation]].to_numpy()
+        if train == "train_loss":  # the total's two parts, as the loss weighs them
+            weighted = history["contrastive_weight"] * history["train_contrastive"]
+            axis.plot(epoch, history["train_reconstruction"], "--", label="train: reconstruction")
+            axis.plot(epoch, weighted, ":", label="train: weight × contrastive")
+            values = np.concatenate([values, weighted.to_numpy()[:, None]], axis=1)
         if values.min() > 0 and values.max() > 10 * values.min():
             axis.set_yscale("log")  # Log 1's reconstruction loss spans decades
         axis.set_title(title)
