@@ -1,15 +1,19 @@
 """Wall time and peak memory of whole ``kedro run`` commands (docs/design.md section 9).
 
 Runs each command in a fresh process from the project root, the way a user would, and
-prints the wall time (start-up included) and the peak RSS of the process tree.
+prints the wall time (start-up included) and the peak RSS of the process tree. Then, back
+to back on the same machine, the reference: one plain eager Log 2 training (the ``eager``
+case of ``benchmarks/train_speed.py``, ``--eager-epochs`` epochs scaled to 150), and the
+command's ratio to it against its budget (a ratio: absolute times differ by machine).
 
     python benchmarks/pipeline_speed.py                      # kedro run, 3 times
-    python benchmarks/pipeline_speed.py --repeat 1 --pipeline log1
+    python benchmarks/pipeline_speed.py --repeat 1 --pipeline compare
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shutil
@@ -20,7 +24,29 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET_S = {"__default__": 30.0, "log2": 30.0, "compare": 120.0}
+#: Budgets as ratios to one eager 150-epoch Log 2 training (docs/design.md section 9).
+BUDGET_RATIO = {"__default__": 0.5, "log2": 0.5, "compare": 10.0}
+REFERENCE_EPOCHS = 150
+
+
+def eager_reference_s(epochs: int) -> float:
+    """Seconds of one eager Log 2 training of :data:`REFERENCE_EPOCHS` epochs.
+
+    Measured with ``epochs`` epochs of train_speed's ``eager`` case (median epoch) and
+    scaled.
+    """
+    script = Path(__file__).resolve().parent / "train_speed.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--cases", "eager", "--eager-epochs", str(epochs), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        sys.exit(f"the eager reference failed:\n{result.stderr[-3000:]}")
+    run = json.loads(result.stdout.strip().splitlines()[-1])
+    return run["median_ms_per_epoch"] * REFERENCE_EPOCHS / 1000.0
 
 
 def run_once(command: list[str]) -> tuple[float, float]:
@@ -40,6 +66,9 @@ def main() -> None:
     parser.add_argument("--pipeline", default="__default__")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--params", default=None, help="passed to kedro run --params")
+    parser.add_argument(
+        "--eager-epochs", type=int, default=30, help="epochs of the eager reference run"
+    )
     args = parser.parse_args()
 
     kedro = shutil.which("kedro", path=str(Path(sys.executable).parent)) or "kedro"
@@ -55,15 +84,21 @@ def main() -> None:
         wall, peak = run_once(command)
         walls.append(wall)
         print(f"run {index + 1}: {wall:.1f} s wall, peak RSS so far {peak:.0f} MiB")
-    budget = BUDGET_S.get(args.pipeline)
+    reference = eager_reference_s(args.eager_epochs)
+    median = statistics.median(walls)
+    ratio = median / reference
+    budget = BUDGET_RATIO.get(args.pipeline)
     verdict = (
-        ""
-        if budget is None
-        else f" (budget {budget:.0f} s: {'met' if max(walls) <= budget else 'MISSED'})"
+        "" if budget is None else f", budget {budget:g}x: {'met' if ratio <= budget else 'MISSED'}"
     )
     print(
-        f"{' '.join(command[1:])}: median {statistics.median(walls):.1f} s, "
-        f"min {min(walls):.1f} s, max {max(walls):.1f} s over {len(walls)} run(s){verdict}"
+        f"{' '.join(command[1:])}: median {median:.1f} s, "
+        f"min {min(walls):.1f} s, max {max(walls):.1f} s over {len(walls)} run(s)"
+    )
+    print(
+        f"eager Log 2 reference, {REFERENCE_EPOCHS} epochs (measured now, "
+        f"{args.eager_epochs} epochs scaled): {reference:.1f} s; "
+        f"ratio {ratio:.2f}x{verdict}"
     )
 
 
