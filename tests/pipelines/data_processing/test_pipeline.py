@@ -62,21 +62,23 @@ def test_real_file_end_to_end(real_project: Path, caplog, capfd):
 
     filtered = catalog.load("settings_filtered")
     terms = catalog.load("term_summary")
-    assert len(terms) == 14
-    assert len(filtered) == 1283
+    # descriptors only: test, re27 and vocals are excluded by default
+    assert len(terms) == 11
+    assert len(filtered) == 1089
+    assert not set(filtered["term"]) & {"test", "re27", "vocals"}
     assert filtered["contributor_id"].nunique() > 10
 
     assignment = catalog.load("split_assignment")
     assert assignment.groupby("contributor_id")["split"].nunique().max() == 1
     test_terms = assignment.loc[assignment["split"] == "test", "term"].value_counts()
-    for term in ("warm", "bright", "test"):
+    for term in ("warm", "bright"):
         assert test_terms.get(term, 0) > 0, f"no {term!r} rows in the test split"
 
     designs = project_parameters("designs")["designs"]
     for design in DESIGNS:
         normaliser = normaliser_from_dict(catalog.load(f"{design}.feature_normaliser"))
         tables = [catalog.load(f"{design}.model_input_{s}") for s in SPLITS]
-        assert sum(len(t) for t in tables) == 1283
+        assert sum(len(t) for t in tables) == 1089
         merged = pd.concat(tables).set_index("entry_id").loc[filtered["entry_id"]]
         restored = normaliser.inverse_transform(merged[PARAMS].to_numpy())
         np.testing.assert_allclose(restored, filtered[PARAMS].to_numpy(), rtol=1e-4, atol=1e-9)
@@ -100,7 +102,7 @@ def test_real_file_end_to_end(real_project: Path, caplog, capfd):
         assert not raw_addresses & set(IPV4.findall(content)), f"address found in {path}"
     console = capfd.readouterr()
     logged = (caplog.text + console.out + console.err).encode()
-    assert "Kept 14 terms" in caplog.text
+    assert "Kept 11 terms" in caplog.text
     assert not raw_addresses & set(IPV4.findall(logged))
 
 

@@ -77,7 +77,7 @@ def test_logged_log2_model_reproduces_the_catalog_embeddings(trained):
     model = mlflow.pytorch.load_model(by_name["log2_model"].model_uri).eval()
     embeddings = catalog.load("log2.latent_embeddings")
     inputs = [catalog.load(f"log2.model_input_{s}") for s in ("train", "validation", "test")]
-    assert len(embeddings) == sum(len(t) for t in inputs) == 1283
+    assert len(embeddings) == sum(len(t) for t in inputs) == 1089
     features = np.concatenate([t[list(PARAMETER_NAMES)].to_numpy(np.float32) for t in inputs])
     with torch.no_grad():
         latent = model.encode(torch.from_numpy(features)).numpy()
