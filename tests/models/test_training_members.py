@@ -1,5 +1,7 @@
 """``train_members``: members with rows of their own train as they would alone."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -86,14 +88,16 @@ def largest_weight_difference(a: SemanticEQModel, b: SemanticEQModel) -> float:
     return max((sa[name] - sb[name]).abs().max().item() for name in sa)
 
 
-def assert_trained_as_alone(cfg: TrainingConfig, result: TrainingResult, members, atol: float):
+def assert_trained_as_alone(
+    cfg: TrainingConfig, result: TrainingResult, members, atol: float, rtol: float = 0.0
+):
     for k, member in enumerate(members):
-        solo = alone(cfg, member)
+        solo = alone(member.config or cfg, member)
         got = result.history[result.history["member"] == k].reset_index(drop=True)
         assert got["seed"].tolist() == [member.seed] * cfg.epochs
         for column in COMPARED:
             np.testing.assert_allclose(
-                got[column], solo.history[column], rtol=0, atol=atol, err_msg=column
+                got[column], solo.history[column], rtol=rtol, atol=atol, err_msg=column
             )
         assert largest_weight_difference(result.models[k], solo.models[0]) < atol, k
 
@@ -304,3 +308,54 @@ def test_member_adam_leaves_inactive_members_alone():
         optimiser.step()
     assert int(optimiser.adam.state[optimiser.rows[0]]["step"]) == 2
     assert int(optimiser.adam.state[optimiser.rows[1]]["step"]) == 1
+
+
+def _with_config(member: MemberData, cfg: TrainingConfig | None, **zscore) -> MemberData:
+    return MemberData(
+        member.seed,
+        member.train_features,
+        member.train_labels,
+        member.val_features,
+        member.val_labels,
+        config=cfg,
+        **zscore,
+    )
+
+
+def test_members_with_their_own_schedule_weights_and_rate_train_as_alone():
+    cfg = config(dropout=0.1, lr_schedule=True, lr_patience=0)
+    own = [
+        None,
+        replace(cfg, contrastive_weight_start=0.5, contrastive_weight_end=0.5, lr_schedule=False),
+        replace(cfg, learning_rate=5e-4, lr_factor=0.25),
+    ]
+    members = [_with_config(m, c) for m, c in zip(make_members(), own, strict=True)]
+    result = train_members(cfg, members)
+    assert_trained_as_alone(cfg, result, members, atol=1e-5)
+    history = result.history
+    assert set(history.loc[history["member"] == 1, "contrastive_weight"]) == {0.5}
+    assert set(history.loc[history["member"] == 1, "learning_rate"]) == {cfg.learning_rate}
+    assert history.loc[history["member"] == 2, "learning_rate"].iloc[0] == 5e-4
+
+
+def test_a_member_in_original_units_beside_one_in_consistent_units_trains_as_alone():
+    design = design_with_head("plugin_units")
+    cfg = config(design, dropout=0.1)
+    consistent = replace(cfg, recon_in_consistent_units=True)
+    middle, spread = (LOWER_LIMITS + UPPER_LIMITS) / 2, (UPPER_LIMITS - LOWER_LIMITS) / 4
+    base = make_members()
+    members = [
+        _with_config(base[0], None, zscore_mean=middle, zscore_std=spread),
+        _with_config(base[1], consistent, zscore_mean=middle, zscore_std=spread),
+        _with_config(base[2], None),
+    ]
+    result = train_members(cfg, members)
+    # The original units' loss is about 1e6 (Hz against z-scores): compare it relatively.
+    assert_trained_as_alone(cfg, result, members, atol=1e-4, rtol=1e-6)
+
+
+def test_a_member_config_may_differ_only_in_the_member_fields():
+    cfg = config()
+    member = _with_config(make_members()[0], replace(cfg, batch_size=16))
+    with pytest.raises(ValueError, match=r"members\[0\]\.config differs .* \['batch_size'\]"):
+        train_members(cfg, [member])

@@ -301,7 +301,7 @@ def batched_contrastive(
     projection: Tensor,
     labels: Tensor,
     temperature: float,
-    weight: float | None = None,
+    weight: float | Tensor | None = None,
     valid: Tensor | None = None,
 ) -> _Contrastive:
     """Supervised contrastive loss of ``G`` independent batches, with its gradient.
@@ -313,7 +313,8 @@ def batched_contrastive(
         projection: Shape ``(G, B, D)``, unnormalised projections.
         labels: Shape ``(G, B)`` or ``(B,)``, integer class ids.
         temperature: Softmax temperature.
-        weight: When given, also return ``d(weight · loss_g) / d projection`` for every
+        weight: When given (a number, or one per batch shaped ``(G, 1, 1)``), also
+            return ``d(weight · loss_g) / d projection`` for every
             batch ``g``.
         valid: Optional row mask ``(G, B)`` (bool) of batches padded to a common size:
             a padded row is no anchor and no positive, and its column gets
@@ -572,7 +573,7 @@ class BatchedSemanticEQ:
         x: Tensor,
         labels: Tensor,
         masks: Tensor | None,
-        contrastive_weight: float,
+        contrastive_weight: float | Tensor,
         valid: Tensor | None = None,
     ) -> StepLosses:
         """Forward and backward of ``reconstruction + weight · contrastive`` on one batch.
@@ -583,7 +584,8 @@ class BatchedSemanticEQ:
             x: Features ``(M, B, 13)``; they are also the reconstruction target.
             labels: Class ids ``(M, B)``.
             masks: Scaled dropout masks ``(M, B, dropout_width)`` or ``None``.
-            contrastive_weight: Weight of the contrastive term.
+            contrastive_weight: Weight of the contrastive term: one number, or one per
+                member shaped ``(M, 1, 1)``.
             valid: Optional row mask ``(M, B)`` (bool) when the members' batches were
                 padded to a common size ``B``: member ``k``'s losses and gradient are
                 then those of its valid rows alone (to float round-off; the padded rows

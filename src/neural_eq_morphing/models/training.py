@@ -97,6 +97,18 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 #: Columns of :attr:`TrainingResult.history` from :func:`train_members`, in order: the
 #: member's index into the ``members`` given, then :data:`HISTORY_COLUMNS`.
 MEMBER_HISTORY_COLUMNS: tuple[str, ...] = ("member", *HISTORY_COLUMNS)
+#: The :class:`TrainingConfig` fields in which the members of one ensemble may differ
+#: (:attr:`MemberData.config`); every other field is the ensemble's.
+MEMBER_FIELDS: tuple[str, ...] = (
+    "recon_in_consistent_units",
+    "learning_rate",
+    "contrastive_weight_start",
+    "contrastive_weight_end",
+    "lr_schedule",
+    "lr_factor",
+    "lr_patience",
+    "lr_threshold",
+)
 
 
 @dataclass(frozen=True)
@@ -336,6 +348,10 @@ class MemberData:
             with ``recon_in_consistent_units``.
         zscore_std: Column standard deviations of the member's z-score normaliser
             ``(13,)``, positive.
+        config: The member's own training configuration, when it differs from the
+            ensemble's; only in :data:`MEMBER_FIELDS` (its loss's units, learning rate,
+            contrastive weights, LR schedule), so that e.g. a design and its ablations
+            train as one ensemble. ``None``: the ensemble's.
     """
 
     seed: int
@@ -345,6 +361,7 @@ class MemberData:
     val_labels: Any
     zscore_mean: Any = None
     zscore_std: Any = None
+    config: TrainingConfig | None = None
 
 
 def _features(values: Any, name: str) -> Tensor:
@@ -497,12 +514,21 @@ class MemberAdam:
     member whose epoch is over sits out a step (:meth:`step`'s ``active``).
 
     Args:
-        config: ``learning_rate``, ``betas``, ``eps``, ``fused_adam`` and the schedule
-            (``lr_schedule``, ``lr_factor``, ``lr_patience``, ``lr_threshold``).
+        config: ``betas``, ``eps``, ``fused_adam``, and for every member without its
+            own config ``learning_rate`` and the schedule (``lr_schedule``,
+            ``lr_factor``, ``lr_patience``, ``lr_threshold``).
         ensemble: The members.
+        configs: Each member's own config (its learning rate and schedule), or ``None``:
+            ``config`` for all.
     """
 
-    def __init__(self, config: TrainingConfig, ensemble: BatchedSemanticEQ) -> None:
+    def __init__(
+        self,
+        config: TrainingConfig,
+        ensemble: BatchedSemanticEQ,
+        configs: Sequence[TrainingConfig] | None = None,
+    ) -> None:
+        configs = list(configs) if configs is not None else [config] * ensemble.members
         self.rows = [ensemble.flat[k] for k in range(ensemble.members)]
         for row, grad in zip(self.rows, ensemble.grad, strict=True):
             row.grad = grad
@@ -511,19 +537,22 @@ class MemberAdam:
             self.rows, lr=config.learning_rate, betas=config.betas, eps=config.eps, **kernel
         )
         self.members = [
-            torch.optim.Optimizer([row], {"lr": config.learning_rate}) for row in self.rows
+            torch.optim.Optimizer([row], {"lr": own.learning_rate})
+            for row, own in zip(self.rows, configs, strict=True)
         ]
-        self.schedulers = [
-            torch.optim.lr_scheduler.ReduceLROnPlateau(
+        #: Member index -> its plateau schedule (members without a schedule have none).
+        self.schedulers = {
+            k: torch.optim.lr_scheduler.ReduceLROnPlateau(
                 member,
                 mode="min",
-                factor=config.lr_factor,
-                patience=config.lr_patience,
-                threshold=config.lr_threshold,
+                factor=own.lr_factor,
+                patience=own.lr_patience,
+                threshold=own.lr_threshold,
             )
-            for member in self.members
-            if config.lr_schedule
-        ]
+            for k, (member, own) in enumerate(zip(self.members, configs, strict=True))
+            if own.lr_schedule
+        }
+        self._regroup()  # members may start with learning rates of their own
 
     @property
     def learning_rates(self) -> list[float]:
@@ -556,8 +585,8 @@ class MemberAdam:
 
     def end_epoch(self, val_losses: Sequence[float]) -> None:
         """Step every member's schedule on its validation loss (if there is a schedule)."""
-        for scheduler, loss in zip(self.schedulers, val_losses, strict=False):
-            scheduler.step(loss)
+        for k, scheduler in self.schedulers.items():
+            scheduler.step(val_losses[k])
         self._regroup()
 
     def _regroup(self) -> None:
@@ -683,26 +712,57 @@ def train_members(
     val_x: list[Tensor] = []
     val_y: list[Tensor] = []
     zscores: list[tuple[Tensor, Tensor] | None] = []
+    configs: list[TrainingConfig] = []
     for k, member in enumerate(members):
         if not isinstance(member, MemberData):
             raise TypeError(f"members[{k}] must be a MemberData, got {type(member).__name__}")
         name = f"members[{k}]"
+        configs.append(_member_config(config, member.config, name))
         seeds.append(int(member.seed))
         train_x.append(_features(member.train_features, f"{name}.train_features"))
         train_y.append(_labels(member.train_labels, train_x[-1].shape[0], f"{name}.train_labels"))
         val_x.append(_features(member.val_features, f"{name}.val_features"))
         val_y.append(_labels(member.val_labels, val_x[-1].shape[0], f"{name}.val_labels"))
-        zscores.append(_zscore(config, member.zscore_mean, member.zscore_std, f"{name}: "))
-    config = replace(config, seeds=tuple(dict.fromkeys(seeds)))
+        zscores.append(_zscore(configs[-1], member.zscore_mean, member.zscore_std, f"{name}: "))
+    consistent = any(c.recon_in_consistent_units for c in configs)
+    config = replace(
+        config, seeds=tuple(dict.fromkeys(seeds)), recon_in_consistent_units=consistent
+    )
     zscore = None
-    if config.recon_in_consistent_units:
+    if consistent:
+        # A member whose loss keeps the original units gets the identity z-score (mean 0,
+        # std 1): (x - 0) / 1 is x exactly, so its loss and gradient are unchanged.
+        identity = (torch.zeros(N_PARAMETERS), torch.ones(N_PARAMETERS))
         zscore = (
-            torch.stack([z[0] for z in zscores if z is not None]).unsqueeze(1),
-            torch.stack([z[1] for z in zscores if z is not None]).unsqueeze(1),
+            torch.stack([(z or identity)[0] for z in zscores]).unsqueeze(1),
+            torch.stack([(z or identity)[1] for z in zscores]).unsqueeze(1),
         )
     data = _PerMember(_Rows.stack(train_x, train_y), _Rows.stack(val_x, val_y), zscore)
-    models, history, timing = _fit(config, seeds, data, progress, started)
+    same = all(c == configs[0] for c in configs) and configs[0] == config
+    models, history, timing = _fit(
+        config, seeds, data, progress, started, None if same else configs
+    )
     return TrainingResult(models, history, seeds, config, timing)
+
+
+def _member_config(config: TrainingConfig, own: TrainingConfig | None, name: str) -> TrainingConfig:
+    """A member's config: its own (checked against the ensemble's) or the ensemble's."""
+    if own is None:
+        return replace(config, seeds=(0,))
+    if not isinstance(own, TrainingConfig):
+        raise TypeError(f"{name}.config must be a TrainingConfig, got {type(own).__name__}")
+    differ = [
+        f.name
+        for f in fields(TrainingConfig)
+        if f.name not in (*MEMBER_FIELDS, "seeds")
+        and getattr(own, f.name) != getattr(config, f.name)
+    ]
+    if differ:
+        raise ValueError(
+            f"{name}.config differs from the ensemble's in {differ}; the members of one "
+            f"ensemble may differ only in {list(MEMBER_FIELDS)}"
+        )
+    return replace(own, seeds=(0,))
 
 
 def _fit(
@@ -711,8 +771,12 @@ def _fit(
     data: _Data,
     progress: ProgressCallback | None,
     started: float,
+    configs: Sequence[TrainingConfig] | None = None,
 ) -> tuple[list[SemanticEQModel], pd.DataFrame, TrainingTiming]:
-    """The engine of :func:`train` and :func:`train_members`: one member per seed."""
+    """The engine of :func:`train` and :func:`train_members`: one member per seed.
+
+    ``configs``: each member's own config, when they differ (:data:`MEMBER_FIELDS`).
+    """
     threads = torch.get_num_threads()
     workers = min(len(seeds), config.workers or threads)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
@@ -725,6 +789,7 @@ def _fit(
             [models[k] for k in members],
             [generators[k] for k in members],
             data.take(members),
+            None if configs is None else [configs[k] for k in members],
         )
         for members in _split(len(seeds), workers)
     ]
@@ -760,6 +825,8 @@ class _Group:
     members: list[int]  # indices among all members
     seeds: list[int]
     data: _Data
+    #: Per epoch, the contrastive weight: one number, or one per member when they differ.
+    weights: list[float | Tensor]
     records: list[dict[str, list[Any]]] = field(default_factory=list)
     epoch_s: list[float] = field(default_factory=list)
 
@@ -772,6 +839,7 @@ class _Group:
         models: Sequence[SemanticEQModel],
         generators: list[torch.Generator],
         data: _Data,
+        configs: Sequence[TrainingConfig] | None = None,
     ) -> _Group:
         mean, std = data.zscore if data.zscore is not None else (None, None)
         ensemble = BatchedSemanticEQ.from_models(
@@ -781,7 +849,13 @@ class _Group:
             zscore_std=std,
             recon_in_consistent_units=config.recon_in_consistent_units,
         )
-        return cls(ensemble, generators, MemberAdam(config, ensemble), members, seeds, data)
+        schedules = [c.contrastive_weights() for c in configs or [config]]
+        weights: list[float | Tensor] = [
+            values[0] if len(set(values)) == 1 else torch.tensor(values)
+            for values in zip(*schedules, strict=True)
+        ]
+        optimiser = MemberAdam(config, ensemble, configs)
+        return cls(ensemble, generators, optimiser, members, seeds, data, weights)
 
 
 class _EpochReporter:
@@ -867,7 +941,7 @@ def _run_group(
     # inference_mode: nothing here uses autograd, and it makes every op a little cheaper.
     # It is per thread, hence here.
     with torch.inference_mode():
-        for epoch, weight in enumerate(config.contrastive_weights(), start=1):
+        for epoch, weight in enumerate(group.weights, start=1):
             if stop.is_set():
                 return
             epoch_started = time.perf_counter()
@@ -915,7 +989,7 @@ def _permutations(data: _Data, generators: Sequence[torch.Generator]) -> Tensor:
     return perms
 
 
-def _epoch(config: TrainingConfig, group: _Group, weight: float) -> dict[str, list[Any]]:
+def _epoch(config: TrainingConfig, group: _Group, weight: float | Tensor) -> dict[str, list[Any]]:
     """Train every member of a group for one epoch and validate; one value per member.
 
     Step ``s`` takes rows ``s·batch_size`` to ``(s+1)·batch_size`` of each member's
@@ -941,6 +1015,7 @@ def _epoch(config: TrainingConfig, group: _Group, weight: float) -> dict[str, li
     perms = _permutations(data, generators)
     rows = torch.arange(members).unsqueeze(1)
     totals = torch.zeros(2, members)
+    step_weight = weight if isinstance(weight, float) else weight.view(-1, 1, 1)
     for step in range(max(member_steps)):
         start = step * batch_size
         sizes = [min(batch_size, max(0, n - start)) for n in counts]
@@ -958,11 +1033,11 @@ def _epoch(config: TrainingConfig, group: _Group, weight: float) -> dict[str, li
                     torch.rand((size, width), generator=generator, out=uniform[k, :size])
             masks = uniform.ge_(dropout).mul_(keep_scale)
         if even:
-            losses = ensemble.loss_and_grad(x, y, masks, weight)
+            losses = ensemble.loss_and_grad(x, y, masks, step_weight)
             optimiser.step()
         else:
             valid = torch.arange(batch) < torch.tensor(sizes).unsqueeze(1)
-            losses = ensemble.loss_and_grad(x, y, masks, weight, valid)
+            losses = ensemble.loss_and_grad(x, y, masks, step_weight, valid)
             optimiser.step([size > 0 for size in sizes])  # members without rows: 0 losses
         totals[0] += losses.reconstruction
         totals[1] += losses.contrastive
@@ -981,7 +1056,7 @@ def _epoch(config: TrainingConfig, group: _Group, weight: float) -> dict[str, li
         "val_loss": (val.reconstruction + weight * val.contrastive).tolist(),
         "val_reconstruction": val.reconstruction.tolist(),
         "val_contrastive": val.contrastive.tolist(),
-        "contrastive_weight": [weight] * members,
+        "contrastive_weight": [weight] * members if isinstance(weight, float) else weight.tolist(),
         "learning_rate": learning_rates,
     }
 
