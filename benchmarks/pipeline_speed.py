@@ -29,15 +29,17 @@ BUDGET_RATIO = {"__default__": 0.5, "log2": 0.5, "compare": 10.0}
 REFERENCE_EPOCHS = 150
 
 
-def eager_reference_s(epochs: int) -> float:
+def eager_reference_s(epochs: int, repeat: int) -> float:
     """Seconds of one eager Log 2 training of :data:`REFERENCE_EPOCHS` epochs.
 
-    Measured with ``epochs`` epochs of train_speed's ``eager`` case (median epoch) and
-    scaled.
+    Measured with ``epochs`` epochs of train_speed's ``eager`` case, ``repeat`` runs in
+    fresh processes (this machine's eager epoch varies by up to 2x from run to run); the
+    median of the runs' median epochs, scaled.
     """
     script = Path(__file__).resolve().parent / "train_speed.py"
+    command = [sys.executable, str(script), "--cases", "eager", "--json"]
     result = subprocess.run(
-        [sys.executable, str(script), "--cases", "eager", "--eager-epochs", str(epochs), "--json"],
+        [*command, "--eager-epochs", str(epochs), "--repeat", str(repeat)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -45,8 +47,9 @@ def eager_reference_s(epochs: int) -> float:
     )
     if result.returncode != 0:
         sys.exit(f"the eager reference failed:\n{result.stderr[-3000:]}")
-    run = json.loads(result.stdout.strip().splitlines()[-1])
-    return run["median_ms_per_epoch"] * REFERENCE_EPOCHS / 1000.0
+    runs = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    epoch_ms = statistics.median(run["median_ms_per_epoch"] for run in runs)
+    return epoch_ms * REFERENCE_EPOCHS / 1000.0
 
 
 def run_once(command: list[str]) -> tuple[float, float]:
@@ -67,7 +70,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--params", default=None, help="passed to kedro run --params")
     parser.add_argument(
-        "--eager-epochs", type=int, default=30, help="epochs of the eager reference run"
+        "--eager-epochs", type=int, default=30, help="epochs of each eager reference run"
+    )
+    parser.add_argument(
+        "--eager-repeat", type=int, default=3, help="eager reference runs (median taken)"
     )
     args = parser.parse_args()
 
@@ -84,7 +90,7 @@ def main() -> None:
         wall, peak = run_once(command)
         walls.append(wall)
         print(f"run {index + 1}: {wall:.1f} s wall, peak RSS so far {peak:.0f} MiB")
-    reference = eager_reference_s(args.eager_epochs)
+    reference = eager_reference_s(args.eager_epochs, args.eager_repeat)
     median = statistics.median(walls)
     ratio = median / reference
     budget = BUDGET_RATIO.get(args.pipeline)
@@ -96,8 +102,8 @@ def main() -> None:
         f"min {min(walls):.1f} s, max {max(walls):.1f} s over {len(walls)} run(s)"
     )
     print(
-        f"eager Log 2 reference, {REFERENCE_EPOCHS} epochs (measured now, "
-        f"{args.eager_epochs} epochs scaled): {reference:.1f} s; "
+        f"eager Log 2 reference, {REFERENCE_EPOCHS} epochs (measured now: median of "
+        f"{args.eager_repeat} runs of {args.eager_epochs} epochs, scaled): {reference:.1f} s; "
         f"ratio {ratio:.2f}x{verdict}"
     )
 

@@ -6,11 +6,13 @@ import pytest
 from neural_eq_morphing.datasets.mlflow_runs import MlflowNestedRunsDataset
 from neural_eq_morphing.models import evaluation as ev
 from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.training import TrainingConfig
 from neural_eq_morphing.pipelines.compare.nodes import (
     compare_seeds,
     comparison_metrics,
     comparisons,
     configurations_of,
+    ensembles,
     judge_comparison,
     seed_runs,
     summarise_comparison,
@@ -215,3 +217,31 @@ def test_a_metric_added_to_the_evaluation_reaches_run_metrics_and_compare_summar
     )
     assert document["metrics"]["new_metric"] == 0.25
     assert metrics_for_mlflow(document)["eval.new_metric"]["value"] == 0.25
+
+
+def test_a_design_and_ablations_that_change_only_member_fields_share_one_ensemble():
+    designs = _designs()
+    compare = project_parameters("compare")["compare"]
+    configurations = configurations_of(
+        designs,
+        {
+            **compare,
+            "configurations": {
+                **compare["configurations"],
+                "log2_small_batches": {
+                    "design": "log2",
+                    "label": "Log 2 with batches of 16",
+                    "training": {"batch_size": 16},
+                },
+            },
+        },
+    )
+    configs = {n: TrainingConfig.from_dict(c["training"]) for n, c in configurations.items()}
+    families = ensembles(configs)
+    assert sorted(name for family in families for name in family) == sorted(configurations)
+    together = next(family for family in families if "log2" in family)
+    # the schedule and weight ablations ride along; a new batch size cannot
+    assert {"log2_fixed_contrastive_weight", "log2_no_lr_schedule"} <= set(together)
+    assert "log2_small_batches" not in together
+    assert ["log2_small_batches"] in families
+    assert not set(together) & {"log1", "log1_consistent_units"}

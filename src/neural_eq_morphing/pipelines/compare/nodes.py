@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from functools import partial
 from typing import Any
 
@@ -55,6 +55,7 @@ from neural_eq_morphing.models.protocol import (
 )
 from neural_eq_morphing.models.statistics import fold_means, paired_verdicts, summarise
 from neural_eq_morphing.models.training import (
+    MEMBER_FIELDS,
     MemberData,
     TrainingConfig,
     TrainingResult,
@@ -227,13 +228,14 @@ def _member_result(result: TrainingResult, member: int) -> tuple[SemanticEQModel
 def _measure(
     member: _Trained,
     *,
-    config: TrainingConfig,
+    configs: Mapping[str, TrainingConfig],
     settings: pd.DataFrame,
     reproduction_settings: pd.DataFrame,
     fold_contexts: Mapping[str, FoldContext],
     evaluation: Mapping[str, Any],
 ) -> tuple[ModelEvaluation, dict[str, float]]:
     """``evaluate_model`` of one member, and its protocol metrics (none for reproduction)."""
+    config = configs[member.configuration]
     output_space = decoder_normaliser(
         member.feature_normaliser, config.decoder_head, config.recon_in_consistent_units
     )
@@ -255,6 +257,22 @@ def _measure(
     return evaluated, protocol
 
 
+def ensembles(configs: Mapping[str, TrainingConfig]) -> list[list[str]]:
+    """The configurations that train as one ensemble, in order of first appearance.
+
+    Configurations whose training differs only in the fields a member may have of its own
+    (:data:`~neural_eq_morphing.models.training.MEMBER_FIELDS`: the loss's units, learning
+    rate, contrastive weights, LR schedule) share one batched ensemble: a bigger
+    ensemble trains faster per model, and each member still trains as it would alone.
+    """
+    shared = [f.name for f in fields(TrainingConfig) if f.name not in (*MEMBER_FIELDS, "seeds")]
+    families: dict[tuple, list[str]] = {}
+    for name, config in configs.items():
+        key = tuple(repr(getattr(config, field)) for field in shared)
+        families.setdefault(key, []).append(name)
+    return list(families.values())
+
+
 def run_configurations(
     settings_filtered: pd.DataFrame,
     fold_table: pd.DataFrame,
@@ -267,10 +285,12 @@ def run_configurations(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, Any], dict[str, Any]]:
     """Train and measure every configuration on every fold and seed.
 
-    Each configuration is one batched ensemble: one member per fold and seed (each with
-    its fold's training and validation rows and its fold's feature normaliser), and, for
-    a design (not an ablation), one reproduction member per seed trained on the original
-    terms' training split and measured in-sample.
+    A configuration has one member per fold and seed (each with its fold's training and
+    validation rows and its fold's feature normaliser) and, for a design (not an
+    ablation), one reproduction member per seed trained on the original terms' training
+    split and measured in-sample. The configurations of one :func:`ensembles` family
+    (e.g. Log 2 and its ablations) train together as one batched ensemble, each member
+    with its own configuration; their time is shared out by members.
 
     Args:
         settings_filtered: The descriptor settings in plug-in units.
@@ -293,48 +313,55 @@ def run_configurations(
     seeds = compare_seeds(compare)
     folds = fold_names(fold_table)
     fold_rows, reproduction_rows, histories, examples = [], [], [], {}
-    for name, configuration in configurations.items():
+    configs = {
+        name: TrainingConfig.from_dict(configuration["training"])
+        for name, configuration in configurations.items()
+    }
+    for family in ensembles(configs):
         started = time.perf_counter()
-        config = TrainingConfig.from_dict(configuration["training"])
-        plan: list[tuple[str, dict[str, Any], tuple]] = []
-        for fold in folds:
-            assignment = fold_assignment(fold_table, settings_filtered, fold)
-            plan.append((fold, *_member_tables(settings_filtered, assignment, configuration)))
-        if name == configuration["design"]:
-            plan.append(
-                (
-                    REPRODUCTION,
-                    *_member_tables(reproduction_settings, reproduction_split, configuration),
-                )
-            )
-        members = [m for _, normaliser, tables in plan for m in _members(tables, normaliser, seeds)]
+        tasks: list[tuple[str, str, int, dict[str, Any], tuple]] = []
+        for name in family:
+            configuration = configurations[name]
+            parts = [
+                (fold, fold_assignment(fold_table, settings_filtered, fold), settings_filtered)
+                for fold in folds
+            ]
+            if name == configuration["design"]:
+                parts.append((REPRODUCTION, reproduction_split, reproduction_settings))
+            for fold, assignment, rows in parts:
+                normaliser, tables = _member_tables(rows, assignment, configuration)
+                tasks += [(name, fold, seed, normaliser, tables) for seed in seeds]
+        members = [
+            replace(member, config=configs[name])
+            for name, _, seed, normaliser, tables in tasks
+            for member in _members(tables, normaliser, [seed])
+        ]
+        config = configs[family[0]]
         logger.info(
-            "Comparing %s: %d members (%d folds x %d seeds%s), %d epochs",
-            name,
+            "Comparing %s as one ensemble: %d members (%d folds x %d seeds each, "
+            "reproduction for the designs), %d epochs",
+            ", ".join(family),
             len(members),
             len(folds),
             len(seeds),
-            " + reproduction" if plan[-1][0] == REPRODUCTION else "",
             config.epochs,
         )
         # Members of similar size side by side: the thread groups are contiguous slices,
         # and a group's epoch takes as many steps as its largest member needs.
         order = sorted(range(len(members)), key=lambda k: len(members[k].train_features))
         result = train_members(
-            config, [members[k] for k in order], progress=default_progress(f"compare {name}")
+            config,
+            [members[k] for k in order],
+            progress=default_progress(f"compare {'+'.join(family)}"),
         )
         position = {k: j for j, k in enumerate(order)}
         trained = [
             _Trained(name, fold, seed, normaliser, tables, *_member_result(result, position[k]))
-            for k, (fold, seed, normaliser, tables) in enumerate(
-                (fold, seed, normaliser, tables)
-                for fold, normaliser, tables in plan
-                for seed in seeds
-            )
+            for k, (name, fold, seed, normaliser, tables) in enumerate(tasks)
         ]
         measure = partial(
             _measure,
-            config=config,
+            configs=configs,
             settings=settings_filtered,
             reproduction_settings=reproduction_settings,
             fold_contexts=fold_contexts,
@@ -343,6 +370,7 @@ def run_configurations(
         for member, (evaluated, protocol) in zip(
             trained, _in_threads(measure, trained), strict=True
         ):
+            name = member.configuration
             keys = {"configuration": name, "fold": member.fold, "seed": member.seed}
             history = member.history
             histories.append(history.assign(configuration=name, fold=member.fold))
@@ -359,13 +387,19 @@ def run_configurations(
                     "latent": evaluated.latent_embeddings,
                     "history": history,
                 }
-        examples[name]["wall_s"] = time.perf_counter() - started
-        examples[name]["train_s"] = result.timing.train_s
-        examples[name]["members"] = len(members)
+        wall_s = time.perf_counter() - started
+        for name in family:
+            # The ensemble's time, shared out by members: the configurations trained at once.
+            count = sum(task[0] == name for task in tasks)
+            examples[name].update(
+                wall_s=wall_s * count / len(tasks),
+                train_s=result.timing.train_s * count / len(tasks),
+                members=count,
+            )
         logger.info(
             "Compared %s in %.1f s (training %.1f s)",
-            name,
-            examples[name]["wall_s"],
+            ", ".join(family),
+            wall_s,
             result.timing.train_s,
         )
     timings = {
