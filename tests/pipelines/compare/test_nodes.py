@@ -179,16 +179,26 @@ def test_a_metric_added_to_the_evaluation_reaches_run_metrics_and_compare_summar
     designs = _designs()
     design = next(iter(designs))
     compare = {**TINY_COMPARE, "designs": [design]}
-    settings, configurations, fold_table, _, baselines, fold_metrics, _, histories, examples, _ = (
-        compared_tiny(designs, compare)
-    )
+    (
+        settings,
+        configurations,
+        fold_table,
+        _,
+        baselines,
+        fold_metrics,
+        reproduction,
+        histories,
+        examples,
+        _,
+    ) = compared_tiny(designs, compare)
     n_members = len(fold_metrics)
     summary = summarise_comparison(fold_metrics, baselines, compare)
     (row,) = summary[summary["metric"] == "new_metric"].itertuples()
     assert (row.configuration, row.mean, row.n_folds, row.n_seeds) == (design, 0.25, 2, 2)
     verdicts = judge_comparison(fold_metrics, baselines, configurations, compare)
-    metrics = comparison_metrics(summary, verdicts, fold_metrics, baselines)
+    metrics = comparison_metrics(summary, verdicts, fold_metrics, baselines, reproduction)
     assert metrics[f"{design}.new_metric.mean"]["value"] == 0.25
+    assert metrics[f"{design}.reproduction.new_metric.mean"]["value"] == 0.25
     runs = seed_runs(fold_metrics, configurations)
     assert runs["new_metric"].tolist() == [0.25] * n_members
     assert runs["param.design"].tolist() == [design] * n_members

@@ -206,6 +206,10 @@ def test_the_report_says_what_it_measured(context, report, inputs):
     mean = summary.loc[("log2", "silhouette"), "mean"]
     row = context["verdict_table"].set_index("metric").loc["silhouette"]
     assert row[DESIGNS["log2"]["label"]].startswith(f"{mean:.3f} [")
+    # Range validity: guaranteed by Log 2's bounded output, measured for Log 1's z-score inverse
+    why = context["construction_table"].set_index("configuration")["why"]
+    assert why[DESIGNS["log2"]["label"]].startswith("guaranteed by construction")
+    assert why["Log 1 <original>"].startswith("not guaranteed")
     assert f"- SAFE-DB SHA-256 {'f' * 64} (NOT published)\n" in markdown
     assert "- git commit: abc123\n" in markdown
     assert "MLflow parent run parent0 with 12 nested runs" in markdown

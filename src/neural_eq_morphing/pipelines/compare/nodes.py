@@ -554,18 +554,35 @@ def _metric(value: float) -> dict[str, float]:
     return {"value": float(value), "step": 0}
 
 
+def _reproduction_metrics(reproduction: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """``<design>.reproduction.<metric>.mean`` / ``.std`` over the reproduction's seeds."""
+    metrics: dict[str, dict[str, float]] = {}
+    if reproduction.empty:
+        return metrics
+    columns = [c for c in reproduction.columns if c not in KEYS]
+    grouped = reproduction.groupby("configuration", sort=False)[columns]
+    for statistic, table in (("mean", grouped.mean()), ("std", grouped.std())):
+        for design, values in table.iterrows():
+            for metric, value in values.items():
+                if np.isfinite(value):
+                    metrics[f"{design}.reproduction.{metric}.{statistic}"] = _metric(value)
+    return metrics
+
+
 def comparison_metrics(
     summary: pd.DataFrame,
     verdicts: pd.DataFrame,
     fold_metrics: pd.DataFrame,
     baseline_fold_metrics: pd.DataFrame,
+    reproduction: pd.DataFrame,
 ) -> dict[str, dict[str, float]]:
     """Every number of the report as an MLflow metric of the comparison's parent run.
 
     ``<configuration>.<metric>.mean`` / ``.ci_low`` / ``.ci_high``; per fold
     ``<configuration>.<fold>.<metric>`` (the mean over its seeds) for the protocol
-    metrics; and ``<configuration>.vs.<against>.<metric>.difference`` / ``.ci_low`` /
-    ``.ci_high`` / ``.p_holm``.
+    metrics; ``<configuration>.vs.<against>.<metric>.difference`` / ``.ci_low`` /
+    ``.ci_high`` / ``.p_holm``; and the reproduction's in-sample metrics,
+    ``<design>.reproduction.<metric>.mean`` / ``.std`` (over seeds).
     """
     metrics: dict[str, dict[str, float]] = {}
     for row in summary.itertuples(index=False):
@@ -581,6 +598,7 @@ def comparison_metrics(
             value = row.get(metric)
             if value is not None and np.isfinite(value):
                 metrics[f"{row['configuration']}.{row['fold']}.{metric}"] = _metric(value)
+    metrics.update(_reproduction_metrics(reproduction))
     for row in verdicts.itertuples(index=False):
         prefix = f"{row.configuration}.vs.{row.against}.{row.metric}"
         for statistic in ("difference", "ci_low", "ci_high", "p_holm"):

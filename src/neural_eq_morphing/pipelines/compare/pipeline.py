@@ -115,6 +115,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "compare_verdicts",
                     "compare_fold_metrics",
                     "compare_baseline_metrics",
+                    "compare_reproduction_metrics",
                 ],
                 "compare_mlflow_metrics",
                 name="log_comparison_metrics",
