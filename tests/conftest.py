@@ -46,6 +46,17 @@ def short_designs_params(epochs: int = SHORT_EPOCHS) -> dict:
     return {"designs": {design: {"training": {"epochs": epochs}} for design in DESIGNS}}
 
 
+#: The artifacts the compare pipeline logs to its parent MLflow run (folder ``compare/``).
+COMPARE_ARTIFACTS = frozenset(
+    {
+        "compare/report.html",
+        "compare/report.md",
+        "compare/summary.csv",
+        "compare/verdicts.csv",
+        "compare/fold_table.csv",
+    }
+)
+
 #: The catalog's kedro-viz layers, in the order kedro-viz stacks them (raw at the top).
 KEDRO_VIZ_LAYERS = (
     "raw",

@@ -35,16 +35,8 @@ CENTRES = np.random.default_rng(99).random((4, 13))
 #: (training rows, validation rows, seed): with batch_size 32 the members have 5, 4 and 8
 #: steps per epoch, and last batches of 22, 1 and 6 rows; members 0 and 1 share a seed.
 LAYOUT = [(150, 40, 3), (97, 70, 3), (230, 33, 5)]
-COMPARED = (
-    "train_loss",
-    "train_reconstruction",
-    "train_contrastive",
-    "val_loss",
-    "val_reconstruction",
-    "val_contrastive",
-    "contrastive_weight",
-    "learning_rate",
-)
+#: Every history column but the keys.
+COMPARED = tuple(c for c in HISTORY_COLUMNS if c not in ("seed", "epoch"))
 
 
 def rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
