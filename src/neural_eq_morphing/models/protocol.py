@@ -294,7 +294,7 @@ def _least_squares_preset(
 
 def baseline_generators(
     train: pd.DataFrame, terms: Sequence[str], response: Mapping[str, Any]
-) -> dict[str, dict[str, np.ndarray]]:
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
     """The baseline generators' curves for ``terms``, from the training part only.
 
     Args:
@@ -304,16 +304,18 @@ def baseline_generators(
         response: The response grid (``n_points``, ``f_min``, ``f_max``).
 
     Returns:
-        ``{generator: {term: curve}}`` for :data:`BASELINE_GENERATORS`, and the settings
-        behind them under ``"settings"``: ``{generator: {term: setting}}`` (the mean
-        curve has none).
+        The curves, ``{generator: {term: curve}}`` for :data:`BASELINE_GENERATORS`, and
+        the settings behind them, ``{generator: {term: setting}}`` (the mean curve has
+        none).
     """
     space = baseline_space()
     means = _mean_presets(train, space)
     curves = responses(train[PARAMS].to_numpy(np.float64), response)
     masks = _term_masks(train["term"])
     out: dict[str, dict[str, np.ndarray]] = {name: {} for name in BASELINE_GENERATORS}
-    settings: dict[str, dict[str, np.ndarray]] = {name: {} for name in BASELINE_GENERATORS}
+    settings: dict[str, dict[str, np.ndarray]] = {
+        name: {} for name in BASELINE_GENERATORS if name not in REFERENCES
+    }
     for term in terms:
         if term not in masks:
             raise ValueError(f"term {term!r} has no training rows in this fold")
@@ -333,8 +335,7 @@ def baseline_generators(
         for name in ("mean_preset", "medoid", "least_squares_preset", "flat"):
             out[name][term] = responses(settings[name][term][None, :], response)[0]
         out["mean_curve"][term] = mean_curve
-    out["settings"] = settings  # type: ignore[assignment]
-    return out
+    return out, settings
 
 
 #: The response classifier reads every this many points of a curve (256 -> 32 features:
@@ -538,9 +539,10 @@ class FoldContext:
     @cached_property
     def reference_rms_db(self) -> float:
         """The mean preset's generation error on this fold (the skill's reference)."""
-        return self._generation("mean_preset", None)["generation_rms_db"]
+        return self.generation("mean_preset", None)["generation_rms_db"]
 
-    def _generation(self, generator: str, reference: float | None) -> dict[str, float]:
+    def generation(self, generator: str, reference: float | None) -> dict[str, float]:
+        """:func:`generation_metrics` of one baseline generator on this fold."""
         return generation_metrics(
             self.generators[generator],
             self.test,
@@ -577,8 +579,7 @@ def fold_context(
     if missing:
         raise ValueError(f"the pair's term(s) {missing} have no training rows in this fold")
     terms = eligible_terms(test["term"], train["term"], int(evaluation["min_test_rows"]))
-    generators = baseline_generators(train, terms, evaluation["response"])
-    baseline_settings = generators.pop("settings")  # type: ignore[arg-type]
+    generators, baseline_settings = baseline_generators(train, terms, evaluation["response"])
     return FoldContext(
         train=train,
         test=test,
@@ -592,7 +593,7 @@ def fold_context(
         ),
         classifier=ResponseClassifier(train, evaluation["response"]),
         generators=generators,
-        baseline_settings=baseline_settings,  # type: ignore[arg-type]
+        baseline_settings=baseline_settings,
         evaluation=evaluation,
     )
 
@@ -641,7 +642,7 @@ def baseline_metrics(context: FoldContext, latent_dim: int) -> dict[str, dict[st
         )
     reference = context.reference_rms_db
     for name in BASELINE_GENERATORS:
-        out[name] = context._generation(name, reference)
+        out[name] = context.generation(name, reference)
     out["mean_preset"].update(_pair_morph(context))
     count, seed = int(context.evaluation["n_random_latents"]), int(context.evaluation["seed"])
     out["uniform_random"] = {

@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, normaliser_from_dict
 from neural_eq_morphing.models.data import (
@@ -359,17 +356,15 @@ def run_configurations(
             _Trained(name, fold, seed, normaliser, tables, *_member_result(result, position[k]))
             for k, (name, fold, seed, normaliser, tables) in enumerate(tasks)
         ]
-        measure = partial(
-            _measure,
-            configs=configs,
-            settings=settings_filtered,
-            reproduction_settings=reproduction_settings,
-            fold_contexts=fold_contexts,
-            evaluation=evaluation,
-        )
-        for member, (evaluated, protocol) in zip(
-            trained, _in_threads(measure, trained), strict=True
-        ):
+        for member in trained:
+            evaluated, protocol = _measure(
+                member,
+                configs=configs,
+                settings=settings_filtered,
+                reproduction_settings=reproduction_settings,
+                fold_contexts=fold_contexts,
+                evaluation=evaluation,
+            )
             name = member.configuration
             keys = {"configuration": name, "fold": member.fold, "seed": member.seed}
             history = member.history
@@ -414,24 +409,6 @@ def run_configurations(
         reproduction_rows, columns=None if reproduction_rows else list(KEYS)
     )
     return _ordered(pd.DataFrame(fold_rows)), reproduction, history_table, examples, timings
-
-
-def _in_threads(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-    """``[function(i) for i in items]`` on as many threads as torch has intra-op threads.
-
-    Measuring a member is numpy, scikit-learn and small torch calls that release the GIL;
-    each thread runs torch on one intra-op thread meanwhile (restored afterwards), so the
-    threads do not oversubscribe the cores. Results keep the order of ``items``.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        return [function(i) for i in items]
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(threads, thread_name_prefix="measure") as pool:
-            return list(pool.map(function, items))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _flat_params(prefix: str, value: Any, into: dict[str, str]) -> None:

@@ -535,10 +535,12 @@ def report_context(
     seeds = compare_seeds(compare)
     example_fold = examples[designs[0]]["fold"]
     means = {
-        name: ", ".join(
-            f"{_label(n, labels)} {_number(summary.mean(n, m))}" for n in shown if summary.has(n, m)
+        metric: ", ".join(
+            f"{_label(n, labels)} {_number(summary.mean(n, metric))}"
+            for n in shown
+            if summary.has(n, metric)
         )
-        for name, m in ((m, m) for m in PER_FOLD_METRICS)
+        for metric in PER_FOLD_METRICS
     }
     return {
         "seeds": list(seeds),
