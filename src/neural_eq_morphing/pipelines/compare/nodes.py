@@ -179,12 +179,16 @@ def _in_order(latent: pd.DataFrame, entry_ids: pd.Series) -> np.ndarray:
 
 
 def _protocol_metrics(
-    evaluated: Any,
-    model: Any,
+    evaluated: ModelEvaluation,
+    model: SemanticEQModel,
     output_space: Mapping[str, Any],
     context: FoldContext,
     evaluation: Mapping[str, Any],
 ) -> dict[str, float]:
+    """The protocol's metrics of one fold member, from what ``evaluate_model`` measured.
+
+    See :func:`~neural_eq_morphing.models.protocol.model_metrics`.
+    """
     latent = evaluated.latent_embeddings
     centroids = evaluated.term_centroids.set_index("term")[latent_columns(latent)]
     start, end = (centroids.loc[t].to_numpy() for t in context.pair)
