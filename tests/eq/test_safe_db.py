@@ -1,3 +1,5 @@
+import gzip
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,3 +122,39 @@ def test_ip_like_text_is_redacted_in_descriptors_and_reasons():
 )
 def test_redact_ip_addresses(text, expected):
     assert redact_ip_addresses(text) == expected
+
+
+def test_a_byte_order_mark_is_ignored(line_factory):
+    raw = (line_factory(1) + "\n" + line_factory(2, address="192.0.2.9") + "\n").encode()
+    plain, marked = parse_safe_db(raw), parse_safe_db(b"\xef\xbb\xbf" + raw)
+    pd.testing.assert_frame_equal(plain, marked)
+    assert (marked["parse_error"] == "").all()
+
+
+def test_a_header_row_is_skipped_and_takes_no_pseudonym(line_factory):
+    header = ",".join(["id", "descriptor", "ip"] + [f"field{i}" for i in range(22)])
+    raw = (header + "\n" + line_factory(1) + "\n").encode()
+    parsed = parse_safe_db(raw)
+    assert parsed["line_number"].tolist() == [2]
+    assert parsed["contributor_id"].tolist() == ["c0001"]
+    assert parsed["parse_error"].tolist() == [""]
+
+
+def test_a_stray_carriage_return_quarantines_only_its_line(line_factory):
+    bad = line_factory(2)
+    raw = (line_factory(1) + "\n" + bad[:15] + "\r" + bad[15:] + "\n").encode()
+    parsed = parse_safe_db(raw).set_index("line_number")
+    assert parsed.loc[1, "parse_error"] == ""
+    assert parsed.loc[2, "parse_error"] == "line holds a stray carriage return (\\r) inside a field"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (gzip.compress(b"1,warm\n"), "is a gzip archive"),
+        (bytes(range(256)) * 40, "no line has 25 fields"),
+    ],
+)
+def test_compressed_or_binary_input_gets_the_projects_own_error(raw, message):
+    with pytest.raises(SafeDbFormatError, match=message):
+        parse_safe_db(raw)

@@ -10,6 +10,7 @@ never leave this function; the free-text metadata (fields 18-23) is dropped.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import re
 
@@ -18,7 +19,13 @@ import pandas as pd
 
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 
+logger = logging.getLogger(__name__)
+
 N_FIELDS = 25
+#: The UTF-8 byte order mark some editors put at the start of a CSV file.
+UTF8_BOM = b"\xef\xbb\xbf"
+#: How compressed files start (gzip, zip, bzip2, xz), by name.
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz"}
 _PARAM_FIELDS = slice(5, 18)
 _IP_FIELD = 2
 _CHECKSUM_FIELD = 24
@@ -79,7 +86,7 @@ def _parse_int(value: str, column: str) -> tuple[int | None, str | None]:
 
 
 def _split_lines(raw: bytes) -> list[tuple[int, bytes]]:
-    lines = raw.split(b"\n")
+    lines = raw.removeprefix(UTF8_BOM).split(b"\n")
     return [
         (number, line.rstrip(b"\r"))
         for number, line in enumerate(lines, start=1)
@@ -130,11 +137,37 @@ def _empty_row(error: str) -> dict[str, object]:
     return row
 
 
+def _fields(text: str) -> list[str] | None:
+    """The CSV fields of one line, or ``None`` when the csv module cannot read it.
+
+    That is a stray carriage return or a NUL byte inside a field.
+    """
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error:
+        return None
+
+
+def _unreadable(text: str) -> str:
+    if "\r" in text:
+        return "line holds a stray carriage return (\\r) inside a field"
+    if "\x00" in text:
+        return "line holds a NUL byte: binary data, not text"
+    return "line is not readable as CSV"
+
+
+def is_header(fields: list[str]) -> bool:
+    """Whether a line of 25 fields is a header row: none of its 13 parameters is a number."""
+    return len(fields) == N_FIELDS and all(
+        _parse_number(value, "")[1] is not None for value in fields[_PARAM_FIELDS]
+    )
+
+
 def check_safe_db_shape(raw: bytes) -> None:
     """Check that ``raw`` looks like a SAFE-DB equaliser file at all.
 
     Single bad lines are for validation to quarantine; this only rejects a file that is
-    empty or has no line with the 25 SAFE-DB fields.
+    empty, compressed, or has no line with the 25 SAFE-DB fields.
 
     Raises:
         SafeDbFormatError: With a message that says what was expected.
@@ -142,18 +175,24 @@ def check_safe_db_shape(raw: bytes) -> None:
     expected = (
         f"a SAFE-DB equaliser file: headerless CSV, {N_FIELDS} comma-separated fields per line"
     )
+    for magic, kind in _COMPRESSED.items():
+        if raw.startswith(magic):
+            raise SafeDbFormatError(
+                f"the raw file is a {kind} archive, not {expected}; decompress it and put "
+                "SAFEEqualiserUserData.csv itself in its place"
+            )
     lines = _split_lines(raw)
     if not lines:
         raise SafeDbFormatError(f"the raw file is empty; expected {expected}")
     counts = set()
     for _, line in lines:
-        fields = next(csv.reader([line.decode("utf-8", errors="replace")]), [])
-        if len(fields) == N_FIELDS:
+        fields = _fields(line.decode("utf-8", errors="replace"))
+        if fields is not None and len(fields) == N_FIELDS:
             return
-        counts.add(len(fields))
+        counts.add(len(fields) if fields is not None else "unreadable")
     raise SafeDbFormatError(
         f"this is not {expected}: no line has {N_FIELDS} fields (field counts seen: "
-        f"{sorted(counts)[:10]}). Check that the file is SAFEEqualiserUserData.csv "
+        f"{sorted(counts, key=str)[:10]}). Check that the file is SAFEEqualiserUserData.csv "
         "from the SAFE project."
     )
 
@@ -168,15 +207,19 @@ def parse_safe_db(raw: bytes) -> pd.DataFrame:
         A table with the columns of :data:`PARSED_COLUMNS`. ``parse_error`` is empty for
         a line that parsed cleanly and says what was wrong otherwise. ``contributor_id``
         is ``"c0001"``, ``"c0002"``, … by first appearance of the contributor's address.
+        A UTF-8 byte order mark is ignored; a first line whose 13 parameters are all
+        non-numeric is a header row, skipped (and logged), so that it neither becomes a
+        quarantined row nor takes a pseudonym.
 
     Raises:
-        SafeDbFormatError: When the file is empty or no line has the 25 SAFE-DB fields.
+        SafeDbFormatError: When the file is empty, compressed, or no line has the 25
+            SAFE-DB fields.
     """
-    lines = _split_lines(raw)
     check_safe_db_shape(raw)
+    lines = _split_lines(raw)
     pseudonyms: dict[str, str] = {}
     rows: list[dict[str, object]] = []
-    for number, line in lines:
+    for position, (number, line) in enumerate(lines):
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -184,8 +227,13 @@ def parse_safe_db(raw: bytes) -> pd.DataFrame:
                 f"line is not valid UTF-8 (byte 0x{line[exc.start]:02x} at column {exc.start})"
             )
         else:
-            fields = next(csv.reader([text]), [])
-            if len(fields) == N_FIELDS:
+            fields = _fields(text)
+            if fields is None:
+                row = _empty_row(_unreadable(text))
+            elif position == 0 and is_header(fields):
+                logger.warning("Line %d is a header row, not a setting: skipped", number)
+                continue
+            elif len(fields) == N_FIELDS:
                 row = _parse_fields(fields, pseudonyms)
             else:
                 row = _empty_row(f"expected {N_FIELDS} fields, found {len(fields)}")

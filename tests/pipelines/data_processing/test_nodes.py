@@ -8,6 +8,7 @@ import pytest
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.eq.safe_db import SafeDbFormatError
 from neural_eq_morphing.pipelines.data_processing.nodes import (
+    RawFileMismatchError,
     describe_raw_file,
     filter_terms,
     fit_normaliser,
@@ -48,7 +49,7 @@ def test_describe_raw_file_records_checksum_quietly_for_the_published_file(
     small_safe_db, published, caplog
 ):
     with caplog.at_level(logging.WARNING):
-        provenance = describe_raw_file(small_safe_db, published)
+        provenance = describe_raw_file(small_safe_db, published, {"own_data": False})
     assert provenance["matches_published"] is True
     assert provenance["sha256"] == published["sha256"]
     assert provenance["size_bytes"] == len(small_safe_db)
@@ -56,18 +57,32 @@ def test_describe_raw_file_records_checksum_quietly_for_the_published_file(
     assert caplog.records == []
 
 
-def test_describe_raw_file_warns_on_other_checksum_but_goes_on(small_safe_db, published, caplog):
+def test_describe_raw_file_uses_declared_own_data_with_a_warning(small_safe_db, published, caplog):
     with caplog.at_level(logging.WARNING):
-        provenance = describe_raw_file(small_safe_db + b"\n", published)
+        provenance = describe_raw_file(small_safe_db + b"\n", published, {"own_data": True})
     assert provenance["matches_published"] is False
     assert "not the published" in caplog.text
-    assert "user's own export" in caplog.text
+    assert "raw_file.own_data" in caplog.text
+
+
+def test_describe_raw_file_stops_on_a_truncated_copy_saying_how_it_differs(
+    small_safe_db, published
+):
+    cut = small_safe_db[: len(small_safe_db) // 2]
+    assert not cut.endswith(b"\n")
+    with pytest.raises(RawFileMismatchError) as caught:
+        describe_raw_file(cut, {**published, "n_lines": 40}, {"own_data": False})
+    message = str(caught.value)
+    assert f"{len(cut):,} bytes here, {len(small_safe_db):,} published" in message
+    assert "lines here, 40 published" in message
+    assert "looks truncated" in message
+    assert "raw_file.own_data=true" in message
 
 
 @pytest.mark.parametrize("raw", [b"", b"a,b,c\n1,2,3\n"])
 def test_describe_raw_file_stops_on_a_file_that_is_not_safe_db(raw, published):
     with pytest.raises(SafeDbFormatError, match="SAFE-DB"):
-        describe_raw_file(raw, published)
+        describe_raw_file(raw, published, {"own_data": True})
 
 
 def test_normalise_term():

@@ -21,13 +21,15 @@ from tests.conftest import DESIGNS, SAFE_DB_NAME, SAFE_DB_SHA256, project_parame
 pytestmark = pytest.mark.integration
 
 PARAMS = list(PARAMETER_NAMES)
+#: Runtime parameters declaring the raw file the user's own data.
+OWN_DATA = {"raw_file": {"own_data": True}}
 SPLITS = ("train", "validation", "test")
 IPV4 = re.compile(rb"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 
 
-def run_data_processing(project: Path):
+def run_data_processing(project: Path, params: dict | None = None):
     """Run ``data_processing`` in a fresh session; return the context to load outputs."""
-    with KedroSession.create(project_path=project) as session:
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
         session.run(pipeline_names=["data_processing"])
         return session.load_context()
 
@@ -123,7 +125,7 @@ def test_corrupted_copy_runs_with_bad_rows_in_quarantine(kedro_project, real_saf
     caplog.set_level("INFO")
     raw = _corrupt(real_safe_db.read_bytes())
     (kedro_project / "data" / "01_raw" / SAFE_DB_NAME).write_bytes(raw)
-    catalog = run_data_processing(kedro_project).catalog
+    catalog = run_data_processing(kedro_project, OWN_DATA).catalog
 
     quarantine = catalog.load("settings_quarantine").set_index("line_number")
     assert sorted(quarantine.index) == [10, 20, 30]
@@ -134,6 +136,35 @@ def test_corrupted_copy_runs_with_bad_rows_in_quarantine(kedro_project, real_saf
     assert catalog.load("raw_data_provenance")["matches_published"] is False
     assert "Quarantined 3 of 1700 rows" in caplog.text
     assert "not the published" in caplog.text
+
+
+def test_a_truncated_copy_stops_before_writing_and_says_so(kedro_project, real_safe_db):
+    (kedro_project / "data" / "01_raw" / SAFE_DB_NAME).write_bytes(
+        real_safe_db.read_bytes()[:200_000]
+    )
+    with pytest.raises(Exception, match="looks truncated") as caught:
+        run_data_processing(kedro_project)
+    assert "200,000 bytes here, 479,130 published" in str(caught.value)
+    assert "lines here, 1,700 published" in str(caught.value)
+    assert files_under_data(kedro_project) == []
+
+
+def test_own_data_with_a_bom_a_header_and_a_stray_carriage_return(kedro_project, real_safe_db):
+    lines = real_safe_db.read_bytes().split(b"\n")
+    lines[4] = lines[4][:20] + b"\r" + lines[4][20:]  # line 5: a stray \r inside a field
+    header = b",".join([b"id", b"descriptor", b"ip", *(b"f%d" % i for i in range(22))])
+    raw = b"\xef\xbb\xbf" + header + b"\n" + b"\n".join(lines)
+    (kedro_project / "data" / "01_raw" / SAFE_DB_NAME).write_bytes(raw)
+    catalog = run_data_processing(kedro_project, OWN_DATA).catalog
+    quarantine = catalog.load("settings_quarantine")
+    # line numbers count the header; only the line with the stray \r is quarantined
+    assert quarantine[["line_number", "reason_kind", "reason"]].to_numpy().tolist() == [
+        [6, "unreadable line", "line holds a stray carriage return (\\r) inside a field"]
+    ]
+    ingested = catalog.load("settings_ingested")
+    assert len(ingested) == 1700
+    # the header took no pseudonym: the first setting's contributor is still c0001
+    assert ingested["contributor_id"].iloc[0] == "c0001"
 
 
 def test_file_that_is_not_safe_db_stops_before_writing(kedro_project):

@@ -21,7 +21,7 @@ from neural_eq_morphing.eq.parameters import (
     UPPER_LIMITS,
     out_of_range_mask,
 )
-from neural_eq_morphing.eq.safe_db import check_safe_db_shape, parse_safe_db
+from neural_eq_morphing.eq.safe_db import N_FIELDS, check_safe_db_shape, parse_safe_db
 
 logger = logging.getLogger(__name__)
 
@@ -30,34 +30,65 @@ SPLITS = ("train", "validation", "test")
 _ID_COLUMNS = ["entry_id", "contributor_id", "term"]
 
 
-def describe_raw_file(raw: bytes, published: Mapping[str, Any]) -> dict[str, Any]:
-    """Check the raw file, record its checksum, and warn when it is not the published one.
+class RawFileMismatchError(ValueError):
+    """The raw file is not the published SAFE-DB file, and the user did not say it is theirs."""
 
-    This runs before anything is written: a file that is empty or not SAFE-DB at all
-    stops the run here with a message that says what was expected.
+
+def _how_it_differs(raw: bytes, published: Mapping[str, Any]) -> list[str]:
+    """What sets a raw file apart from the published one: size, lines, a cut last line."""
+    lines = [line for line in raw.split(b"\n") if line.strip(b"\r\t ")]
+    notes = [f"{len(raw):,} bytes here, {int(published['size_bytes']):,} published"]
+    if "n_lines" in published:
+        notes.append(f"{len(lines):,} lines here, {int(published['n_lines']):,} published")
+    if raw and not raw.endswith(b"\n") and lines:
+        fields = len(lines[-1].decode("utf-8", errors="replace").split(","))
+        notes.append(
+            f"the file ends mid-line (its last line has {fields} of {N_FIELDS} fields): "
+            "it looks truncated, e.g. by an interrupted copy"
+        )
+    return notes
+
+
+def describe_raw_file(
+    raw: bytes, published: Mapping[str, Any], raw_file: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Check the raw file, record its checksum, and stop when it is not the published one.
+
+    This runs before anything is written: a file that is empty or not SAFE-DB at all, or
+    that differs from the published file (a truncated copy, say), stops the run here with
+    a message that says how it differs and how to proceed. A user's own export is used
+    when ``raw_file.own_data`` says so, with a warning.
 
     Args:
         raw: Bytes of the raw SAFE-DB file.
-        published: ``url``, ``sha256`` and ``size_bytes`` of the published file.
+        published: ``url``, ``sha256``, ``size_bytes`` and ``n_lines`` of the published
+            file.
+        raw_file: ``own_data``: the file is the user's own data on purpose.
 
     Returns:
         Provenance: SHA-256, size, line count and whether the file is the published one.
 
     Raises:
         SafeDbFormatError: When the file is empty or has no 25-field line.
+        RawFileMismatchError: When it is not the published file and ``own_data`` is off.
     """
     check_safe_db_shape(raw)
     digest = sha256_of(raw)
     matches = digest == str(published["sha256"]).lower()
     if not matches:
+        differs = "; ".join(_how_it_differs(raw, published))
+        if not bool(raw_file.get("own_data", False)):
+            raise RawFileMismatchError(
+                f"The raw SAFE-DB file is not the published one (SHA-256 {digest[:12]}…, "
+                f"expected {str(published['sha256'])[:12]}…): {differs}. Replace it with the "
+                f"published file ({published['url']}), or delete it and let the run fetch "
+                "it; if it is your own export on purpose, run with "
+                '--params "raw_file.own_data=true".'
+            )
         logger.warning(
-            "The raw SAFE-DB file's SHA-256 is %s, not the published %s (%s bytes here, "
-            "%s published). Using it anyway, as a user's own export; results will not "
-            "match the reference figures.",
-            digest,
-            published["sha256"],
-            f"{len(raw):,}",
-            f"{int(published['size_bytes']):,}",
+            "The raw SAFE-DB file is not the published one (%s). Using it as your own data "
+            "(raw_file.own_data); results will not match the reference figures.",
+            differs,
         )
     return {
         "sha256": digest,
@@ -153,7 +184,7 @@ def validate_settings(
     kind = pd.Series("", index=frame.index, dtype="string")
     reason = frame["parse_error"].fillna("").astype("string")
     unparsed = reason != ""
-    unreadable = reason.str.startswith("expected ") | reason.str.startswith("line is not")
+    unreadable = reason.str.startswith("expected ") | reason.str.startswith("line ")
     kind[unparsed] = "unparseable value"
     kind[unreadable] = "unreadable line"
 

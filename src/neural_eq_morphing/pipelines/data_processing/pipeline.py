@@ -48,7 +48,7 @@ def create_shared_pipeline() -> Pipeline:
         [
             node(
                 describe_raw_file,
-                inputs=["safe_db_raw", "params:safe_db"],
+                inputs=["safe_db_raw", "params:safe_db", "params:raw_file"],
                 outputs="raw_data_provenance",
                 name="describe_raw_file",
             ),
