@@ -9,6 +9,8 @@ from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.eq.safe_db import SafeDbFormatError
 from neural_eq_morphing.pipelines.data_processing.nodes import (
     RawFileMismatchError,
+    RejectedShareError,
+    check_rejected_share,
     describe_raw_file,
     filter_terms,
     fit_normaliser,
@@ -149,11 +151,17 @@ def test_validate_quarantines_bad_rows_with_reasons(caplog):
     assert "203.0.113" not in quarantine.to_csv()
 
 
-def test_validate_fails_above_the_rejected_share():
+def test_the_check_fails_above_the_rejected_share_and_names_the_quarantine():
     ingested = _ingested(make_line(1), make_line(2, params=_with("peak1_gain_db", 40)))
-    with pytest.raises(ValueError, match=r"1 of 2 rows \(50.0%\) failed validation") as caught:
-        validate_settings(ingested, {**VALIDATION, "max_rejected_fraction": 0.1})
+    outputs = validate_settings(ingested, {**VALIDATION, "max_rejected_fraction": 0.1})
+    with pytest.raises(
+        RejectedShareError, match=r"1 of 2 rows \(50.0%\) failed validation"
+    ) as caught:
+        check_rejected_share(*outputs)
     assert "peak1_gain_db=40 outside [-12, 12]" in str(caught.value)
+    assert "settings_quarantine" in str(caught.value)
+    allowed = validate_settings(ingested, {**VALIDATION, "max_rejected_fraction": 0.5})
+    assert check_rejected_share(*allowed) is allowed[0]
 
 
 def test_validate_passes_clean_data_untouched(small_safe_db):

@@ -167,6 +167,24 @@ def test_own_data_with_a_bom_a_header_and_a_stray_carriage_return(kedro_project,
     assert ingested["contributor_id"].iloc[0] == "c0001"
 
 
+def test_too_many_rejected_rows_stop_the_run_after_the_quarantine_is_written(
+    kedro_project, real_safe_db
+):
+    lines = real_safe_db.read_bytes().split(b"\n")
+    for number in range(0, 200, 2):  # 100 rows of 1,700 (5.9%) cut short
+        lines[number] = b",".join(lines[number].split(b",")[:8])
+    (kedro_project / "data" / "01_raw" / SAFE_DB_NAME).write_bytes(b"\n".join(lines))
+    with pytest.raises(Exception, match=r"100 of 1700 rows \(5.9%\) failed validation"):
+        run_data_processing(kedro_project, OWN_DATA)
+    written = {path.parts[-3] for path in files_under_data(kedro_project)}
+    assert {"settings_quarantine.parquet", "validation_report.json"} <= written
+    assert "settings_validated.parquet" not in written
+    (quarantine,) = (kedro_project / "data" / "02_intermediate").glob(
+        "settings_quarantine.parquet/*/settings_quarantine.parquet"
+    )
+    assert len(pd.read_parquet(quarantine)) == 100
+
+
 def test_file_that_is_not_safe_db_stops_before_writing(kedro_project):
     (kedro_project / "data" / "01_raw" / SAFE_DB_NAME).write_text("id,name\n1,warm\n")
     with pytest.raises(Exception, match="no line has 25 fields") as caught:

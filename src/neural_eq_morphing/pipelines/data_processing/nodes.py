@@ -30,6 +30,10 @@ SPLITS = ("train", "validation", "test")
 _ID_COLUMNS = ["entry_id", "contributor_id", "term"]
 
 
+class RejectedShareError(ValueError):
+    """Too many rows of the raw file failed validation."""
+
+
 class RawFileMismatchError(ValueError):
     """The raw file is not the published SAFE-DB file, and the user did not say it is theirs."""
 
@@ -169,16 +173,17 @@ def validate_settings(
     earlier line's, or when a parameter lies outside the plug-in limits. Values within
     ``limit_rel_tol`` of a limit (float32 round-off in the file) are snapped onto it.
 
+    It never fails on the rejected share: :func:`check_rejected_share` does, after the
+    quarantine and the report are written, so that the rejected rows can be inspected.
+
     Args:
         ingested: Output of :func:`ingest_safe_db`.
-        validation: ``max_rejected_fraction`` (fail above this share) and ``limit_rel_tol``.
+        validation: ``max_rejected_fraction`` (recorded in the report) and
+            ``limit_rel_tol``.
 
     Returns:
         The valid rows, the quarantined rows (with ``reason_kind`` and ``reason``), and a
         report of the counts.
-
-    Raises:
-        ValueError: When the rejected share exceeds ``max_rejected_fraction``.
     """
     frame = ingested.copy()
     kind = pd.Series("", index=frame.index, dtype="string")
@@ -236,20 +241,38 @@ def validate_settings(
         )
     else:
         logger.info("All %d rows passed validation", report["n_rows"])
-    if share > report["max_rejected_fraction"]:
-        examples = "; ".join(
-            f"line {line}: {text}"
-            for line, text in zip(
-                quarantine["line_number"].head(3), quarantine["reason"].head(3), strict=True
-            )
-        )
-        raise ValueError(
-            f"{report['n_rejected']} of {report['n_rows']} rows ({100 * share:.1f}%) failed "
-            f"validation, more than the allowed {100 * report['max_rejected_fraction']:.1f}% "
-            f"(validation.max_rejected_fraction). Expected the SAFE-DB equaliser file with "
-            f"25 fields per line and parameters inside the plug-in limits. Examples: {examples}"
-        )
     return valid, quarantine, report
+
+
+def check_rejected_share(
+    valid: pd.DataFrame, quarantine: pd.DataFrame, report: Mapping[str, Any]
+) -> pd.DataFrame:
+    """Pass the valid rows on, unless too many rows were quarantined.
+
+    Runs after :func:`validate_settings`' outputs are written, so that a failed run
+    leaves the quarantine (``02_intermediate/settings_quarantine``) and the validation
+    report to inspect.
+
+    Raises:
+        RejectedShareError: When the rejected share exceeds ``max_rejected_fraction``;
+            the message gives the counts, the first reasons and where the quarantine is.
+    """
+    share, allowed = float(report["rejected_fraction"]), float(report["max_rejected_fraction"])
+    if share <= allowed:
+        return valid
+    examples = "; ".join(
+        f"line {line}: {text}"
+        for line, text in zip(
+            quarantine["line_number"].head(3), quarantine["reason"].head(3), strict=True
+        )
+    )
+    raise RejectedShareError(
+        f"{report['n_rejected']} of {report['n_rows']} rows ({100 * share:.1f}%) failed "
+        f"validation, more than the allowed {100 * allowed:.1f}% "
+        f"(validation.max_rejected_fraction). Expected the SAFE-DB equaliser file with "
+        f"25 fields per line and parameters inside the plug-in limits. Examples: {examples}. "
+        "Every rejected row and its reason is in data/02_intermediate/settings_quarantine."
+    )
 
 
 def filter_terms(

@@ -8,6 +8,7 @@ from kedro.pipeline import Pipeline, node
 
 from neural_eq_morphing.pipelines import per_design, stage
 from neural_eq_morphing.pipelines.data_processing.nodes import (
+    check_rejected_share,
     describe_raw_file,
     filter_terms,
     fit_normaliser,
@@ -61,8 +62,14 @@ def create_shared_pipeline() -> Pipeline:
             node(
                 validate_settings,
                 inputs=["settings_ingested", "params:validation"],
-                outputs=["settings_validated", "settings_quarantine", "validation_report"],
+                outputs=["settings_valid", "settings_quarantine", "validation_report"],
                 name="validate_settings",
+            ),
+            node(
+                check_rejected_share,
+                inputs=["settings_valid", "settings_quarantine", "validation_report"],
+                outputs="settings_validated",
+                name="check_rejected_share",
             ),
             node(
                 filter_terms,
