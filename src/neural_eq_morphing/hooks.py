@@ -1,4 +1,4 @@
-"""Project hooks: provenance tags on the MLflow run that kedro-mlflow opens for each run."""
+"""Project hooks: parameters checked up front; provenance tags on each run's MLflow run."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 import mlflow
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node
+
+from neural_eq_morphing.parameter_schema import check_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,20 @@ def forget_previous_session_run() -> None:
         return
     if hasattr(mlflow_hook, "run_id"):
         mlflow_hook.run_id = None
+
+
+class ParameterCheckHook:
+    """Check every parameter against the schema before anything runs.
+
+    A typo (``terms.min_exmaples``), an unknown block or a value of the wrong type stops
+    the command when the Kedro context is created, with one line per problem that names
+    the parameter (:func:`~neural_eq_morphing.parameter_schema.check_parameters`).
+    """
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        """Validate ``context.params`` (the files, ``conf/local`` and ``--params``)."""
+        check_parameters(context.params)
 
 
 class ProvenanceTagsHook:

@@ -28,6 +28,6 @@ CONFIG_LOADER_ARGS = {
 
 # Provenance tags (git commit, SAFE-DB checksum, design, seed) on each MLflow run; the
 # run itself is opened by kedro-mlflow's own hook.
-from neural_eq_morphing.hooks import ProvenanceTagsHook  # noqa: E402
+from neural_eq_morphing.hooks import ParameterCheckHook, ProvenanceTagsHook  # noqa: E402
 
-HOOKS = (ProvenanceTagsHook(),)
+HOOKS = (ParameterCheckHook(), ProvenanceTagsHook())

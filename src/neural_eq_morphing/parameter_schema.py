@@ -1,0 +1,282 @@
+"""The schema of ``conf/base/parameters_*.yml``, checked before any node runs.
+
+:func:`check_parameters` validates the merged parameters (the files, ``conf/local`` and
+``--params``) against pydantic models of every block: an unknown key is an error that
+names the closest valid one, a value of the wrong type or out of range names the
+parameter and what was expected. :class:`~neural_eq_morphing.hooks.ParameterCheckHook`
+calls it when the Kedro context is created, so a typo costs a one-line message, not a
+run that ignores it or fails after data processing.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from typing import Any, Literal, get_args, get_origin
+
+import click
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
+
+from neural_eq_morphing.models.training import required_fields
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+class ParameterError(click.ClickException, ValueError):
+    """A parameter is unknown, of the wrong type or out of range (a user error).
+
+    A ``click.ClickException``: ``kedro run`` prints its message as one line
+    (``Error: ...``) and exits with status 1, without a traceback; elsewhere it is a
+    ``ValueError``.
+    """
+
+
+class _Block(BaseModel):
+    """A parameter block: unknown keys are errors."""
+
+    model_config = _STRICT
+
+
+class SafeDb(_Block):
+    """``safe_db``: the published file (from globals.yml)."""
+
+    url: str
+    sha256: str
+    size_bytes: int = Field(gt=0)
+    n_lines: int | None = Field(default=None, gt=0)
+
+
+class RawFile(_Block):
+    """``raw_file``: whether a file that is not the published one is used."""
+
+    own_data: bool
+
+
+class Terms(_Block):
+    """``terms`` (and ``compare.reproduction.terms``): which descriptors are kept."""
+
+    min_examples: int = Field(ge=1)
+    merge: dict[str, str]
+    exclude: list[str]
+
+
+class Validation(_Block):
+    """``validation``: the rejected share allowed, the limit tolerance."""
+
+    max_rejected_fraction: float = Field(ge=0, le=1)
+    limit_rel_tol: float = Field(ge=0)
+
+
+class Fractions(_Block):
+    """``split.fractions``."""
+
+    train: float = Field(gt=0, lt=1)
+    validation: float = Field(gt=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+
+
+class Split(_Block):
+    """``split``: the contributor-grouped split of ``kedro run``."""
+
+    fractions: Fractions
+    seed: int
+
+
+class Response(_Block):
+    """``evaluation.response``: the frequency grid."""
+
+    n_points: int = Field(ge=2)
+    f_min: float = Field(gt=0)
+    f_max: float = Field(gt=0)
+
+
+class Evaluation(_Block):
+    """``evaluation``."""
+
+    seed: int
+    n_random_latents: int = Field(ge=1)
+    interpolation_step: float = Field(gt=0, le=1)
+    min_test_rows: int = Field(ge=1)
+    morph: list[str] = Field(min_length=2, max_length=2)
+    morph_alphas: list[float]
+    health_window: int = Field(ge=1)
+    n_worst: int = Field(ge=0)
+    response: Response
+
+
+class FeatureNormaliser(_Block):
+    """A design's ``feature_normaliser``."""
+
+    kind: Literal["minmax", "zscore"]
+    log_kinds: list[Literal["gain", "freq", "q"]] | None = None
+
+
+#: The type of every field of a design's ``training`` block (TrainingConfig's, and seed).
+TRAINING_TYPES: dict[str, Any] = {
+    "decoder_head": Literal["plugin_units", "normalised"],
+    "recon_in_consistent_units": bool,
+    "epochs": int,
+    "batch_size": int,
+    "learning_rate": float,
+    "dropout": float,
+    "hidden_dims": list[int],
+    "latent_dim": int,
+    "projection_dim": int,
+    "temperature": float,
+    "contrastive_weight_start": float,
+    "contrastive_weight_end": float,
+    "lr_schedule": bool,
+    "lr_factor": float,
+    "lr_patience": int,
+    "betas": list[float],
+    "eps": float,
+    "lr_threshold": float,
+    "workers": int | None,
+    "fused_adam": bool,
+    "seed": int,
+}
+
+
+def _training_model(name: str, required: set[str]) -> type[BaseModel]:
+    spec: dict[str, Any] = {
+        key: (kind, ... if key in required else None) for key, kind in TRAINING_TYPES.items()
+    }
+    return create_model(name, __config__=_STRICT, **spec)
+
+
+#: A design's training block: TrainingConfig's required fields and its seed.
+Training = _training_model("Training", {*required_fields(), "seed"})
+#: An ablation's training changes: any of them.
+TrainingChanges = _training_model("TrainingChanges", set())
+
+
+class Design(_Block):
+    """One design of ``designs``."""
+
+    label: str
+    feature_normaliser: FeatureNormaliser
+    strict_ranges: bool
+    training: Training  # type: ignore[valid-type]
+
+
+class Configuration(_Block):
+    """One ablation of ``compare.configurations``."""
+
+    design: str
+    label: str | None = None
+    feature_normaliser: dict[str, Any] | None = None
+    training: TrainingChanges | None = None  # type: ignore[valid-type]
+
+
+class Folds(_Block):
+    """``compare.folds``."""
+
+    min_rows: int = Field(ge=1)
+    k: int = Field(ge=0)
+    validation_fraction: float = Field(gt=0, lt=1)
+    seed: int
+
+
+class Statistics(_Block):
+    """``compare.statistics``."""
+
+    confidence: float = Field(gt=0, lt=1)
+    alpha: float = Field(gt=0, lt=1)
+
+
+class Reproduction(_Block):
+    """``compare.reproduction``."""
+
+    terms: Terms
+
+
+class Compare(_Block):
+    """``compare``."""
+
+    n_seeds: int = Field(ge=1)
+    first_seed: int
+    epochs: int | None = Field(default=None, ge=1)
+    designs: list[str] | None = None
+    folds: Folds
+    statistics: Statistics
+    reproduction: Reproduction
+    configurations: dict[str, Configuration]
+    claimed: dict[str, dict[str, float]]
+
+
+class PublishResults(_Block):
+    """``publish_results``."""
+
+    image_prefix: str
+
+
+class Parameters(_Block):
+    """Every parameter block of ``conf/base/parameters_*.yml``."""
+
+    safe_db: SafeDb
+    raw_file: RawFile
+    terms: Terms
+    validation: Validation
+    split: Split
+    evaluation: Evaluation
+    designs: dict[str, Design]
+    compare: Compare
+    publish_results: PublishResults
+
+
+def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the field at ``location`` (for close-match hints)."""
+    model: Any = Parameters
+    parts = list(location[:-1])
+    while parts:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(str(parts.pop(0)))
+        if field is None:
+            return None
+        annotation = field.annotation
+        if get_origin(annotation) is dict:  # the next part is a key of the dict
+            annotation = get_args(annotation)[1]
+            if parts:
+                parts.pop(0)
+        models = [a for a in (get_args(annotation) or (annotation,)) if isinstance(a, type)]
+        model = next((a for a in models if issubclass(a, BaseModel)), annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = tuple(error["loc"])
+    name = ".".join(str(part) for part in location)
+    if error["type"] == "extra_forbidden":
+        model = _model_at(location)
+        known = list(model.model_fields) if model is not None else []
+        close = difflib.get_close_matches(str(location[-1]), known, n=1)
+        hint = (
+            f"; did you mean {'.'.join([*map(str, location[:-1]), close[0]])!r}?" if close else ""
+        )
+        valid = f" (known here: {', '.join(known)})" if known and not close else ""
+        return f"unknown parameter {name!r}{hint}{valid}"
+    if error["type"] == "missing":
+        return f"parameter {name!r} is missing"
+    return f"parameter {name!r}: {error['msg'].lower()}, got {error.get('input')!r}"
+
+
+def check_parameters(parameters: Mapping[str, Any]) -> None:
+    """Validate the merged parameters against :class:`Parameters`.
+
+    Raises:
+        ParameterError: One line per problem (the first five), each naming the
+            parameter and what was expected.
+    """
+    try:
+        Parameters.model_validate(dict(parameters))
+    except ValidationError as error:
+        problems = [_describe(item) for item in error.errors()]
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ParameterError("; ".join(problems[:5]) + more) from None

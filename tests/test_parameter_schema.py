@@ -1,0 +1,102 @@
+"""Parameters are checked against the schema before anything runs."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from kedro.framework.session import KedroSession
+
+from neural_eq_morphing.models.training import required_fields
+from neural_eq_morphing.parameter_schema import (
+    TRAINING_TYPES,
+    ParameterError,
+    check_parameters,
+)
+from tests.conftest import project_parameters
+
+BLOCKS = ("data_processing", "designs", "compare", "evaluation")
+
+
+@pytest.fixture(scope="module")
+def parameters() -> dict:
+    merged: dict = {}
+    for name in BLOCKS:
+        merged.update(project_parameters(name))
+    merged["safe_db"] = project_parameters_globals()
+    return merged
+
+
+def project_parameters_globals() -> dict:
+    root = Path(__file__).resolve().parents[1]
+    return yaml.safe_load((root / "conf" / "base" / "globals.yml").read_text())["safe_db"]
+
+
+def test_the_projects_own_parameters_pass(parameters):
+    check_parameters(parameters)
+
+
+def test_the_schema_knows_every_training_field():
+    assert set(required_fields()) <= set(TRAINING_TYPES)
+
+
+def _set(parameters: dict, dotted: str, value) -> dict:
+    changed = copy.deepcopy(parameters)
+    *path, last = dotted.split(".")
+    block = changed
+    for key in path:
+        block = block[key]
+    block[last] = value
+    return changed
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "message"),
+    [
+        (
+            "terms.min_exmaples",
+            3,
+            "unknown parameter 'terms.min_exmaples'; did you mean 'terms.min_examples'?",
+        ),
+        ("foo", 1, "unknown parameter 'foo' (known here: safe_db, raw_file"),
+        ("split.seed", "abc", "parameter 'split.seed': input should be a valid integer"),
+        (
+            "designs.log2.training.epochs",
+            "abc",
+            "parameter 'designs.log2.training.epochs': input should be a valid integer",
+        ),
+        (
+            "compare.folds.k",
+            -1,
+            "parameter 'compare.folds.k': input should be greater than or equal to 0",
+        ),
+        ("evaluation.morph", ["warm"], "parameter 'evaluation.morph'"),
+        (
+            "compare.configurations.log2_no_lr_schedule.training.lr_shedule",
+            False,
+            "did you mean 'compare.configurations.log2_no_lr_schedule.training.lr_schedule'?",
+        ),
+    ],
+)
+def test_a_bad_parameter_is_one_line_that_names_it(parameters, dotted, value, message):
+    with pytest.raises(ParameterError) as caught:
+        check_parameters(_set(parameters, dotted, value))
+    text = str(caught.value)
+    assert message in text
+    assert "\n" not in text
+
+
+@pytest.mark.integration
+def test_a_run_with_a_bad_parameter_stops_before_any_node(kedro_project, real_safe_db):
+    (kedro_project / "data" / "01_raw" / real_safe_db.name).write_bytes(real_safe_db.read_bytes())
+    with (
+        pytest.raises(ParameterError, match=r"did you mean 'terms\.min_examples'"),
+        KedroSession.create(
+            project_path=kedro_project, runtime_params={"terms": {"min_exmaples": 3}}
+        ) as session,
+    ):
+        session.run(pipeline_names=["data_processing"])
+    written = [p for p in (kedro_project / "data").rglob("*") if p.is_file()]
+    assert [p.name for p in written] == [real_safe_db.name]
