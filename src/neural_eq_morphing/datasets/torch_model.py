@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -78,8 +79,14 @@ class TorchModelDataset(AbstractVersionedDataset[SemanticEQModel, SemanticEQMode
     def load(self) -> SemanticEQModel:
         """Rebuild the module from its config and load its weights (eval mode)."""
         path = get_filepath_str(self._get_load_path(), self._protocol)
-        with self._fs.open(path, mode="rb") as source:
-            payload = torch.load(source, map_location="cpu", weights_only=True)
+        try:
+            with self._fs.open(path, mode="rb") as source:
+                payload = torch.load(source, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
+            raise DatasetError(
+                f"'{path}' cannot be read as a saved semantic-EQ model ({error}); it may be "
+                "truncated or corrupted. Delete its version folder and run training again."
+            ) from error
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise DatasetError(
                 f"'{path}' is not a saved semantic-EQ model (expected format {_FORMAT})"
@@ -89,7 +96,7 @@ class TorchModelDataset(AbstractVersionedDataset[SemanticEQModel, SemanticEQMode
         return model.eval()
 
     def save(self, data: SemanticEQModel) -> None:
-        """Write the module's config and weights."""
+        """Write the module's config and weights, atomically (to a ``.part`` file, renamed)."""
         if not isinstance(data, SemanticEQModel):
             raise DatasetError(f"expected a SemanticEQModel to save, got {type(data).__name__}")
         path = get_filepath_str(self._get_save_path(), self._protocol)
@@ -99,8 +106,16 @@ class TorchModelDataset(AbstractVersionedDataset[SemanticEQModel, SemanticEQMode
             "state_dict": {key: value.detach().cpu() for key, value in data.state_dict().items()},
         }
         self._fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
-        with self._fs.open(path, mode="wb") as sink:
-            torch.save(payload, sink)
+        # Written whole, then renamed: a run killed mid-write leaves no model.pt (only a
+        # .part file), so "the newest version" is never a truncated model.
+        partial = f"{path}.part"
+        try:
+            with self._fs.open(partial, mode="wb") as sink:
+                torch.save(payload, sink)
+            self._fs.mv(partial, path)
+        finally:
+            if self._fs.exists(partial):
+                self._fs.rm(partial)
 
     def _exists(self) -> bool:
         try:
