@@ -20,7 +20,7 @@ from neural_eq_morphing.eq.normalisers import (
 )
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.models.progress import ProgressCallback
-from neural_eq_morphing.models.training import TrainingConfig, TrainingResult, train
+from neural_eq_morphing.models.training import MemberData, TrainingConfig, TrainingResult, train
 
 PARAMS = list(PARAMETER_NAMES)
 #: The splits, in the order the tables are passed around.
@@ -79,17 +79,40 @@ def train_on_tables(
     Labels are the tables' terms; a z-score feature normaliser's mean and std go to the
     loss (a ``plugin_units`` head trained in consistent units needs them).
     """
+    member = member_data(train_table, validation_table, feature_normaliser, seed=0)
+    return train(
+        config,
+        member.train_features,
+        member.train_labels,
+        member.val_features,
+        member.val_labels,
+        seeds=seeds,
+        zscore_mean=member.zscore_mean,
+        zscore_std=member.zscore_std,
+        progress=progress,
+    )
+
+
+def member_data(
+    train_table: pd.DataFrame,
+    validation_table: pd.DataFrame,
+    feature_normaliser: Mapping[str, Any],
+    seed: int,
+) -> MemberData:
+    """One ensemble member's rows from normalised model-input tables.
+
+    Labels are the tables' terms; a z-score feature normaliser's mean and std go to the
+    loss (a ``plugin_units`` head trained in consistent units needs them).
+    """
     transform = normaliser_from_dict(feature_normaliser)
     zscore = transform if isinstance(transform, ZScoreNormaliser) else None
     train_labels, validation_labels = term_codes(train_table, validation_table)
-    return train(
-        config,
-        features_of(train_table),
-        train_labels,
-        features_of(validation_table),
-        validation_labels,
-        seeds=seeds,
+    return MemberData(
+        seed=seed,
+        train_features=features_of(train_table),
+        train_labels=train_labels,
+        val_features=features_of(validation_table),
+        val_labels=validation_labels,
         zscore_mean=None if zscore is None else zscore.mean,
         zscore_std=None if zscore is None else zscore.std,
-        progress=progress,
     )

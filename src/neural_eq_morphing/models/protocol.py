@@ -310,7 +310,8 @@ def baseline_generators(
     """
     space = baseline_space()
     means = _mean_presets(train, space)
-    curves = responses(train[PARAMS].to_numpy(np.float64), response)
+    settings_array = train[PARAMS].to_numpy(np.float64)
+    curves = responses(settings_array, response)
     masks = _term_masks(train["term"])
     out: dict[str, dict[str, np.ndarray]] = {name: {} for name in BASELINE_GENERATORS}
     settings: dict[str, dict[str, np.ndarray]] = {
@@ -320,7 +321,7 @@ def baseline_generators(
         if term not in masks:
             raise ValueError(f"term {term!r} has no training rows in this fold")
         rows = masks[term].to_numpy()
-        term_curves, term_settings = curves[rows], train[PARAMS].to_numpy(np.float64)[rows]
+        term_curves, term_settings = curves[rows], settings_array[rows]
         mean_curve = term_curves.mean(axis=0)
         # RMS dB distance is the Euclidean one over sqrt(n_points): same medoid.
         distances = pairwise_distances(term_curves).sum(axis=1)
@@ -375,9 +376,17 @@ def band_levels(curves: np.ndarray, response: Mapping[str, Any]) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
+def term_targets(
+    test: pd.DataFrame, terms: Sequence[str], response: Mapping[str, Any]
+) -> np.ndarray:
+    """The mean dB curve of each term's test rows, ``(len(terms), n_points)``."""
+    curves = responses(test[PARAMS].to_numpy(np.float64), response)
+    return np.stack([curves[(test["term"] == t).to_numpy()].mean(axis=0) for t in terms])
+
+
 def generation_metrics(
     generated: Mapping[str, np.ndarray],
-    test: pd.DataFrame,
+    targets: np.ndarray,
     terms: Sequence[str],
     pair: Sequence[str],
     classifier: ResponseClassifier,
@@ -388,7 +397,7 @@ def generation_metrics(
 
     Args:
         generated: ``{term: curve}`` of the generator (at least ``terms``).
-        test: The test part's settings in plug-in units.
+        targets: The terms' mean test curves (:func:`term_targets`), in ``terms`` order.
         terms: The eligible terms (:func:`eligible_terms`).
         pair: The pair's two terms.
         classifier: The fold's :class:`ResponseClassifier`.
@@ -416,8 +425,6 @@ def generation_metrics(
             ),
             nan,
         )
-    test_curves = responses(test[PARAMS].to_numpy(np.float64), response)
-    targets = np.stack([test_curves[(test["term"] == t).to_numpy()].mean(axis=0) for t in terms])
     curves = np.stack([np.asarray(generated[t], dtype=np.float64) for t in terms])
     rms = np.sqrt(((curves - targets) ** 2).mean(axis=1))
     error = float(rms.mean())
@@ -480,24 +487,32 @@ def linear_morph(start: np.ndarray, end: np.ndarray, alphas: np.ndarray) -> np.n
     return space.inverse_transform((1 - alphas)[:, None] * a + alphas[:, None] * b)
 
 
-def realism_ratio(generated: np.ndarray, train: pd.DataFrame) -> float:
+class Realism:
     """How far generated settings lie from real ones, relative to the real ones' spacing.
 
     The median distance from each generated setting to its nearest real training setting,
     over the median nearest-neighbour distance among the real settings themselves.
-
     Distances are Euclidean in the baseline (log + min-max) space, generated settings
     clamped to the plug-in limits first; about 1 means as close to real settings as they
-    are to one another.
+    are to one another. The index of the real settings is built once per fold.
     """
-    space = baseline_space()
-    real = space.transform(train[PARAMS].to_numpy(np.float64))
-    points = np.clip(space.transform(np.asarray(generated, dtype=np.float64)), 0.0, 1.0)
-    points = np.nan_to_num(points, nan=0.5)
-    index = NearestNeighbors(n_neighbors=2).fit(real)
-    spacing = float(np.median(index.kneighbors(real)[0][:, 1]))
-    distance = float(np.median(index.kneighbors(points, n_neighbors=1)[0][:, 0]))
-    return distance / spacing if spacing > 0 else float("nan")
+
+    def __init__(self, train: pd.DataFrame) -> None:
+        real = baseline_space().transform(train[PARAMS].to_numpy(np.float64))
+        self._index = NearestNeighbors(n_neighbors=2).fit(real)
+        self._spacing = float(np.median(self._index.kneighbors(real)[0][:, 1]))
+
+    def ratio(self, generated: np.ndarray) -> float:
+        """The realism ratio of ``generated`` settings in plug-in units."""
+        points = baseline_space().transform(np.asarray(generated, dtype=np.float64))
+        points = np.nan_to_num(np.clip(points, 0.0, 1.0), nan=0.5)
+        distance = float(np.median(self._index.kneighbors(points, n_neighbors=1)[0][:, 0]))
+        return distance / self._spacing if self._spacing > 0 else float("nan")
+
+
+def realism_ratio(generated: np.ndarray, train: pd.DataFrame) -> float:
+    """:class:`Realism` of ``generated`` against ``train``, in one call."""
+    return Realism(train).ratio(generated)
 
 
 def uniform_settings(count: int, seed: int) -> np.ndarray:
@@ -537,15 +552,27 @@ class FoldContext:
     evaluation: Mapping[str, Any]
 
     @cached_property
+    def targets(self) -> np.ndarray:
+        """The eligible terms' mean test curves (computed once per fold)."""
+        return term_targets(self.test, self.terms, self.evaluation["response"])
+
+    @cached_property
+    def realism(self) -> Realism:
+        """The realism measure against this fold's training settings."""
+        return Realism(self.train)
+
+    @cached_property
     def reference_rms_db(self) -> float:
         """The mean preset's generation error on this fold (the skill's reference)."""
-        return self.generation("mean_preset", None)["generation_rms_db"]
+        return self.generation(self.generators["mean_preset"], None)["generation_rms_db"]
 
-    def generation(self, generator: str, reference: float | None) -> dict[str, float]:
-        """:func:`generation_metrics` of one baseline generator on this fold."""
+    def generation(
+        self, curves: Mapping[str, np.ndarray], reference: float | None
+    ) -> dict[str, float]:
+        """:func:`generation_metrics` of one generator's curves on this fold."""
         return generation_metrics(
-            self.generators[generator],
-            self.test,
+            curves,
+            self.targets,
             self.terms,
             self.pair,
             self.classifier,
@@ -642,12 +669,10 @@ def baseline_metrics(context: FoldContext, latent_dim: int) -> dict[str, dict[st
         )
     reference = context.reference_rms_db
     for name in BASELINE_GENERATORS:
-        out[name] = context.generation(name, reference)
+        out[name] = context.generation(context.generators[name], reference)
     out["mean_preset"].update(_pair_morph(context))
     count, seed = int(context.evaluation["n_random_latents"]), int(context.evaluation["seed"])
-    out["uniform_random"] = {
-        "realism_ratio": realism_ratio(uniform_settings(count, seed), context.train)
-    }
+    out["uniform_random"] = {"realism_ratio": context.realism.ratio(uniform_settings(count, seed))}
     out["pca_reconstruction"] = {"reconstruction_rms_db": _pca_reconstruction(context, latent_dim)}
     return out
 
@@ -686,17 +711,7 @@ def model_metrics(
     if missing:
         raise ValueError(f"the model generated no preset for term(s) {missing}")
     curves = {t: responses(np.asarray(generated[t])[None, :], response)[0] for t in context.terms}
-    metrics.update(
-        generation_metrics(
-            curves,
-            context.test,
-            context.terms,
-            context.pair,
-            context.classifier,
-            context.reference_rms_db,
-            response,
-        )
-    )
+    metrics.update(context.generation(curves, context.reference_rms_db))
     metrics.update(morph_metrics(responses(morph_settings, response), response))
-    metrics["realism_ratio"] = realism_ratio(random_settings, context.train)
+    metrics["realism_ratio"] = context.realism.ratio(random_settings)
     return metrics

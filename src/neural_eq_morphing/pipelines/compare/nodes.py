@@ -18,20 +18,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, normaliser_from_dict
-from neural_eq_morphing.models.data import (
-    PARAMS,
-    decoder_normaliser,
-    features_of,
-    term_codes,
-)
+from neural_eq_morphing.models.data import PARAMS, decoder_normaliser, member_data
 from neural_eq_morphing.models.evaluation import (
     ModelEvaluation,
     decode,
@@ -53,7 +47,6 @@ from neural_eq_morphing.models.protocol import (
 from neural_eq_morphing.models.statistics import fold_means, paired_verdicts, summarise
 from neural_eq_morphing.models.training import (
     MEMBER_FIELDS,
-    MemberData,
     TrainingConfig,
     TrainingResult,
     train_members,
@@ -149,28 +142,6 @@ def _member_tables(
 ) -> tuple[dict[str, Any], tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]:
     feature_normaliser = fit_normaliser(settings, assignment, configuration["feature_normaliser"])
     return feature_normaliser, normalise_splits(settings, assignment, feature_normaliser)
-
-
-def _members(
-    tables: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
-    feature_normaliser: Mapping[str, Any],
-    seeds: Sequence[int],
-) -> list[MemberData]:
-    transform = normaliser_from_dict(feature_normaliser)
-    zscore = transform if isinstance(transform, ZScoreNormaliser) else None
-    train_labels, validation_labels = term_codes(tables[0], tables[1])
-    return [
-        MemberData(
-            seed=seed,
-            train_features=features_of(tables[0]),
-            train_labels=train_labels,
-            val_features=features_of(tables[1]),
-            val_labels=validation_labels,
-            zscore_mean=None if zscore is None else zscore.mean,
-            zscore_std=None if zscore is None else zscore.std,
-        )
-        for seed in seeds
-    ]
 
 
 def _in_order(latent: pd.DataFrame, entry_ids: pd.Series) -> np.ndarray:
@@ -333,9 +304,8 @@ def run_configurations(
                 normaliser, tables = _member_tables(rows, assignment, configuration)
                 tasks += [(name, fold, seed, normaliser, tables) for seed in seeds]
         members = [
-            replace(member, config=configs[name])
+            replace(member_data(tables[0], tables[1], normaliser, seed), config=configs[name])
             for name, _, seed, normaliser, tables in tasks
-            for member in _members(tables, normaliser, [seed])
         ]
         config = configs[family[0]]
         logger.info(
