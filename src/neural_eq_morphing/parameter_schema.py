@@ -23,12 +23,13 @@ from pydantic import (
     create_model,
 )
 
+from neural_eq_morphing.errors import UserError
 from neural_eq_morphing.models.training import required_fields
 
 _STRICT = ConfigDict(extra="forbid")
 
 
-class ParameterError(click.ClickException, ValueError):
+class ParameterError(click.ClickException, UserError, ValueError):
     """A parameter is unknown, of the wrong type or out of range (a user error).
 
     A ``click.ClickException``: ``kedro run`` prints its message as one line

@@ -2,9 +2,14 @@
 
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
-from kedro.utils import find_kedro_project
-from omegaconf.resolvers import oc
+from neural_eq_morphing.warning_filters import install as filter_uninformative_warnings
+
+# First, before Kedro, kedro-mlflow or MLflow print their uninformative warnings.
+filter_uninformative_warnings()
+
+from kedro.config import OmegaConfigLoader  # noqa: E402
+from kedro.utils import find_kedro_project  # noqa: E402
+from omegaconf.resolvers import oc  # noqa: E402
 
 
 def sqlite_in_project(filename: str) -> str:
@@ -28,6 +33,22 @@ CONFIG_LOADER_ARGS = {
 
 # Provenance tags (git commit, SAFE-DB checksum, design, seed) on each MLflow run; the
 # run itself is opened by kedro-mlflow's own hook.
-from neural_eq_morphing.hooks import ParameterCheckHook, ProvenanceTagsHook  # noqa: E402
+# The run ledger (data/run_ledger) makes each run read what it wrote, and "the newest"
+# version of a dataset always one that a finished run wrote.
+# Runs started at once set up the MLflow store one at a time (a new sqlite store migrates).
+from neural_eq_morphing.hooks import (  # noqa: E402
+    ParameterCheckHook,
+    ProvenanceTagsHook,
+    RunConsistencyHook,
+    TrackingStoreSetupLock,
+)
 
-HOOKS = (ParameterCheckHook(), ProvenanceTagsHook())
+_LEDGER = "data/run_ledger"
+_STORE_SETUP = TrackingStoreSetupLock(_LEDGER)
+HOOKS = (
+    _STORE_SETUP.first,
+    ParameterCheckHook(),
+    ProvenanceTagsHook(),
+    RunConsistencyHook(_LEDGER),
+    _STORE_SETUP.last,
+)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,6 +18,7 @@ import pytest
 from kedro.io.core import DatasetError
 
 from neural_eq_morphing.datasets.safe_db_dataset import SafeDbRawDataset
+from neural_eq_morphing.runs import try_lock
 
 BODY = b"1,warm,x,2,2" + b",0" * 20 + b"\n"
 
@@ -28,6 +34,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(BODY[:20])
             self.wfile.flush()
             self.close_connection = True
+        elif self.path == "/slow":  # sends more than one read's worth, then stalls
+            self.send_response(200)
+            self.send_header("Content-Length", str(1_000_000))
+            self.end_headers()
+            self.wfile.write(b"1" * 200_000)
+            self.wfile.flush()
+            time.sleep(30)
         elif self.path == "/error":
             self._send(500, b"internal error")
         else:
@@ -123,3 +136,36 @@ def test_dataset_is_read_only(tmp_path):
     dataset = _dataset(tmp_path / "SAFE.csv", "http://127.0.0.1:1/")
     with pytest.raises(DatasetError, match="read-only"):
         dataset.save(b"new content")
+
+
+def test_a_download_killed_outright_leaves_a_part_file_that_the_next_one_removes(tmp_path, server):
+    target = tmp_path / "raw" / "SAFE.csv"
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from neural_eq_morphing.datasets.safe_db_dataset import download_verified\n"
+        "download_verified(sys.argv[1], Path(sys.argv[2]), timeout=60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, f"{server}/slow", str(target)])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size for p in _parts(target)):
+            assert child.poll() is None, "the download stopped by itself"
+            assert time.monotonic() < deadline, "the download never started"
+            time.sleep(0.1)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    (left,) = _parts(target)  # SIGKILL: no clean-up ran
+
+    # A download in progress elsewhere holds a lock on its file: that one is kept.
+    live = target.parent / f".{target.name}.live.part"
+    with open(live, "wb") as held:
+        assert try_lock(held)
+        assert _dataset(target, f"{server}/good").load() == BODY
+        assert not left.exists()
+        assert live.exists()
+    assert target.read_bytes() == BODY
+
+
+def _parts(target: Path) -> list[Path]:
+    return sorted(target.parent.glob(f".{target.name}.*.part")) if target.parent.exists() else []

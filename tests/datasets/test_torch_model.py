@@ -45,5 +45,5 @@ def test_a_truncated_model_file_is_refused_with_a_clear_message(tmp_path):
     dataset.save(SemanticEQModel("normalised", seed=1))
     (saved,) = [path for path in tmp_path.rglob("model.pt") if path.is_file()]
     saved.write_bytes(saved.read_bytes()[:1000])
-    with pytest.raises(DatasetError, match="may be truncated or corrupted"):
+    with pytest.raises(DatasetError, match="may be truncated, corrupted or tampered with"):
         _dataset(tmp_path).load()

@@ -26,13 +26,20 @@ from typing import Any
 import fsspec
 from kedro.io.core import AbstractDataset, DatasetError, get_filepath_str, get_protocol_and_path
 
+from neural_eq_morphing.errors import UserError
+from neural_eq_morphing.runs import try_lock
+
 logger = logging.getLogger(__name__)
 
 _CHUNK_BYTES = 64 * 1024
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download failed or its content did not match what was published."""
+
+
+class MissingRawFileError(UserError, DatasetError):
+    """The raw file is missing and could not be downloaded (the message says what to do)."""
 
 
 def sha256_of(data: bytes) -> str:
@@ -59,6 +66,7 @@ def download_verified(
             checksum that differs from the expected one.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(destination)
     handle, temporary = tempfile.mkstemp(
         dir=destination.parent, prefix=f".{destination.name}.", suffix=".part"
     )
@@ -66,6 +74,7 @@ def download_verified(
     received = 0
     try:
         with os.fdopen(handle, "wb") as sink:
+            try_lock(sink)  # held while downloading: a live download's file is not stale
             for chunk in _chunks(url, timeout):
                 try:
                     sink.write(chunk)
@@ -84,6 +93,30 @@ def download_verified(
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def remove_stale_parts(destination: Path) -> list[Path]:
+    """Remove the ``.part`` files that interrupted downloads of ``destination`` left.
+
+    A download killed outright (SIGKILL, power loss) cannot clean up after itself; its
+    temporary file stays, unlocked. A download in progress holds a lock on its own, so
+    it is left alone.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for part in destination.parent.glob(f".{destination.name}.*.part"):
+        try:
+            with open(part, "rb") as stream:
+                if not try_lock(stream):
+                    continue
+            part.unlink()
+        except FileNotFoundError:
+            continue
+        logger.info("Removed %s, left by an interrupted download", part.name)
+        removed.append(part)
+    return removed
 
 
 def _chunks(url: str, timeout: float) -> Iterator[bytes]:
@@ -184,7 +217,7 @@ class SafeDbRawDataset(AbstractDataset[None, bytes]):
 
     def _download(self) -> None:
         if not self._url:
-            raise DatasetError(self._missing_message("no download URL is configured"))
+            raise MissingRawFileError(self._missing_message("no download URL is configured"))
         logger.info("Downloading the raw SAFE-DB file from %s", self._url)
         try:
             if self._protocol == "file":
@@ -207,7 +240,8 @@ class SafeDbRawDataset(AbstractDataset[None, bytes]):
                     )
                     self._fs.put_file(str(local), self._path_str())
         except DownloadError as exc:
-            raise DatasetError(self._missing_message(str(exc))) from exc
+            # The message names the cause; its chain (socket, urllib) is no help to a user.
+            raise MissingRawFileError(self._missing_message(str(exc))) from None
         logger.info("Saved the verified raw SAFE-DB file to %s", self._path_str())
 
     def load(self) -> bytes:

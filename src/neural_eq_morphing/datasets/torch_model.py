@@ -4,20 +4,25 @@
   needed to rebuild the module (``torch.save`` of plain tensors; loaded with
   ``weights_only=True``, so loading never runs pickled code). Works around: kedro-datasets
   9.x has no torch dataset, and its ``pickle.PickleDataset`` would run pickled code on load.
-* :class:`MlflowTorchModelDataset` — kedro-mlflow's ``MlflowModelTrackingDataset`` for the
-  ``mlflow.pytorch`` flavor, with the input signature filled in from the module. Works
-  around: kedro-mlflow 2.0 passes ``save_args`` through but cannot derive a signature
-  from the saved object, and a signature in YAML cannot describe the tensor input.
+* :class:`MlflowSemanticEQDataset` — kedro-mlflow's ``MlflowModelTrackingDataset`` for a
+  ``pyfunc`` loader-module model (:mod:`neural_eq_morphing.serving`): the weights file and
+  the normalisers, no pickle. Works around: kedro-mlflow 2.0 hands the saved object to
+  ``log_model`` as the loader module itself and cannot write the data folder it needs;
+  ``mlflow.pytorch`` would pickle the module, and its ``pt2`` format traces
+  ``forward`` only.
 """
 
 from __future__ import annotations
 
-import pickle
-from pathlib import PurePosixPath
+import tempfile
+from importlib import metadata
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
+import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from kedro.io.core import (
     AbstractVersionedDataset,
@@ -27,12 +32,11 @@ from kedro.io.core import (
     get_protocol_and_path,
 )
 from kedro_mlflow.io.models import MlflowModelTrackingDataset
-from mlflow.models.signature import ModelSignature
-from mlflow.types.schema import Schema, TensorSpec
 
-from neural_eq_morphing.models.modules import SemanticEQModel, build_model
-
-_FORMAT = "neural_eq_morphing.model/1"
+from neural_eq_morphing import serving
+from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.storage import ModelFileError, read_model, write_model
+from neural_eq_morphing.serving import SemanticEQ
 
 
 class TorchModelDataset(AbstractVersionedDataset[SemanticEQModel, SemanticEQModel]):
@@ -81,37 +85,22 @@ class TorchModelDataset(AbstractVersionedDataset[SemanticEQModel, SemanticEQMode
         path = get_filepath_str(self._get_load_path(), self._protocol)
         try:
             with self._fs.open(path, mode="rb") as source:
-                payload = torch.load(source, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:
-            raise DatasetError(
-                f"'{path}' cannot be read as a saved semantic-EQ model ({error}); it may be "
-                "truncated or corrupted. Delete its version folder and run training again."
-            ) from error
-        if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-            raise DatasetError(
-                f"'{path}' is not a saved semantic-EQ model (expected format {_FORMAT})"
-            )
-        model = build_model(payload["model_config"])
-        model.load_state_dict(payload["state_dict"])
-        return model.eval()
+                return read_model(source, path)
+        except ModelFileError as error:
+            raise DatasetError(str(error)) from error
 
     def save(self, data: SemanticEQModel) -> None:
         """Write the module's config and weights, atomically (to a ``.part`` file, renamed)."""
         if not isinstance(data, SemanticEQModel):
             raise DatasetError(f"expected a SemanticEQModel to save, got {type(data).__name__}")
         path = get_filepath_str(self._get_save_path(), self._protocol)
-        payload = {
-            "format": _FORMAT,
-            "model_config": data.model_config,
-            "state_dict": {key: value.detach().cpu() for key, value in data.state_dict().items()},
-        }
         self._fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
         # Written whole, then renamed: a run killed mid-write leaves no model.pt (only a
         # .part file), so "the newest version" is never a truncated model.
         partial = f"{path}.part"
         try:
             with self._fs.open(partial, mode="wb") as sink:
-                torch.save(payload, sink)
+                write_model(data, sink)
             self._fs.mv(partial, path)
         finally:
             if self._fs.exists(partial):
@@ -125,30 +114,47 @@ class TorchModelDataset(AbstractVersionedDataset[SemanticEQModel, SemanticEQMode
         return self._fs.exists(path)
 
 
-def model_signature(model: SemanticEQModel) -> ModelSignature:
-    """The signature of a semantic-EQ model: float32 features of shape ``(-1, n_features)``.
+def pip_requirements() -> list[str]:
+    """What loading the logged model needs: this package, torch (no local label), pandas."""
+    return [
+        f"neural_eq_morphing=={metadata.version('neural_eq_morphing')}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"mlflow=={mlflow.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={np.__version__}",
+    ]
 
-    ``forward`` returns a tuple (latent, projection, reconstruction), which MLflow's
-    schema cannot describe, so only the input is declared.
-    """
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, model.n_features), "features")])
-    )
 
+class MlflowSemanticEQDataset(MlflowModelTrackingDataset):
+    """Log a :class:`~neural_eq_morphing.serving.SemanticEQ` to the active MLflow run.
 
-class MlflowTorchModelDataset(MlflowModelTrackingDataset):
-    """Log a trained model to the active MLflow run as an ``mlflow.pytorch`` model.
-
-    Same as kedro-mlflow's ``MlflowModelTrackingDataset`` with ``flavor: mlflow.pytorch``,
-    except that the signature is derived from the module when ``save_args`` has none.
+    As a ``pyfunc`` model of the loader-module kind: the folder holds the weights file
+    and the normalisers, and ``mlflow.pyfunc.load_model`` imports
+    :mod:`neural_eq_morphing.serving` from the installed package to read them, so nothing
+    pickled is ever loaded. The signature and the pip requirements are filled in unless
+    ``save_args`` gives them.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         """Create the dataset; arguments as for ``MlflowModelTrackingDataset``."""
-        kwargs.setdefault("flavor", "mlflow.pytorch")
+        kwargs.setdefault("flavor", "mlflow.pyfunc")
+        kwargs.setdefault("pyfunc_workflow", "loader_module")
         super().__init__(**kwargs)
 
-    def _save(self, model: SemanticEQModel) -> None:
-        if "signature" not in self._save_args:
-            self._save_args = {**self._save_args, "signature": model_signature(model)}
-        super()._save(model)
+    def _save(self, semantic_eq: SemanticEQ) -> None:
+        if not isinstance(semantic_eq, SemanticEQ):
+            raise DatasetError(f"expected a SemanticEQ to log, got {type(semantic_eq).__name__}")
+        arguments = dict(self._save_args)
+        with tempfile.TemporaryDirectory() as folder:
+            data_path = Path(folder) / "semantic_eq"
+            semantic_eq.save(data_path)
+            self._save_args = {
+                "signature": semantic_eq.signature(),
+                "pip_requirements": pip_requirements(),
+                **arguments,
+                "data_path": str(data_path),
+            }
+            try:
+                super()._save(serving.__name__)
+            finally:
+                self._save_args = arguments

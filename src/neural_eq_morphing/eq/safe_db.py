@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+from neural_eq_morphing.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ PARSED_COLUMNS: tuple[str, ...] = (
 )
 
 
-class SafeDbFormatError(ValueError):
+class SafeDbFormatError(UserError, ValueError):
     """The input is not a SAFE-DB equaliser file at all (empty, or of another shape)."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -34,11 +35,18 @@ def run_data_processing(project: Path, params: dict | None = None):
         return session.load_context()
 
 
-def files_under_data(project: Path) -> list[Path]:
+def files_under_data(project: Path, *, ledger: bool = False) -> list[Path]:
+    """The files a run left under ``data/`` (the raw file aside; the run ledger if asked).
+
+    Hidden files (the ledger's lock) are left out.
+    """
     return sorted(
         path
         for path in (project / "data").rglob("*")
-        if path.is_file() and "01_raw" not in path.parts
+        if path.is_file()
+        and not path.name.startswith(".")
+        and "01_raw" not in path.parts
+        and (ledger or "run_ledger" not in path.parts)
     )
 
 
@@ -89,14 +97,20 @@ def test_real_file_end_to_end(real_project: Path, caplog, capfd):
             assert merged[PARAMS].to_numpy().max() <= 1.0
 
     # Every step left its parquet / JSON output, and none of them holds an address.
-    written = files_under_data(real_project)
+    # The run ledger records one finished run, naming what it wrote (checked for addresses
+    # below with the rest).
+    files = files_under_data(real_project, ledger=True)
+    ledger = [path for path in files if "run_ledger" in path.parts]
+    written = [path for path in files if path not in ledger]
+    assert [path.suffix for path in ledger] == [".done"]
+    assert "settings_validated" in json.loads(ledger[0].read_text())["outputs"]
     suffixes = {path.suffix for path in written}
     assert suffixes == {".parquet", ".json"}
     # 5 intermediate, 4 primary, and per design a feature normaliser and 3 model inputs
     assert len(written) == 5 + 4 + 4 * len(DESIGNS)
     raw_addresses = set(IPV4.findall((real_project / "data/01_raw" / SAFE_DB_NAME).read_bytes()))
     assert len(raw_addresses) > 100
-    for path in written:
+    for path in files:
         content = path.read_bytes()
         if path.suffix == ".parquet":
             table = pd.read_parquet(path)
@@ -147,6 +161,8 @@ def test_a_truncated_copy_stops_before_writing_and_says_so(kedro_project, real_s
     assert "200,000 bytes here, 479,130 published" in str(caught.value)
     assert "lines here, 1,700 published" in str(caught.value)
     assert files_under_data(kedro_project) == []
+    # The run ledger records the failure: nothing of this run is ever read as the newest.
+    assert [p.suffix for p in files_under_data(kedro_project, ledger=True)] == [".failed"]
 
 
 def test_own_data_with_a_bom_a_header_and_a_stray_carriage_return(kedro_project, real_safe_db):

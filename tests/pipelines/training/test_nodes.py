@@ -43,7 +43,10 @@ def test_train_model_returns_model_normaliser_and_history(tables):
     normaliser = MinMaxNormaliser.from_plugin_limits().to_dict()
     model, logged, kept, history = train_model(train, validation, normaliser, _training())
     assert isinstance(model, SemanticEQModel)
-    assert logged is model
+    # The MLflow model: the same module with the normalisers for plug-in units in and out.
+    assert logged.model is model
+    assert logged.feature_normaliser == normaliser
+    assert logged.decoder_normaliser == kept
     assert not model.training
     assert kept == normaliser
     assert history["epoch"].tolist() == [1, 2]  # 1-based: the MLflow step of each epoch

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -74,15 +76,50 @@ def test_logged_log2_model_reproduces_the_catalog_embeddings(trained):
     assert {f"{design}_model" for design in DESIGNS} <= set(by_name)
     assert by_name["log2_model"].source_run_id == runs[0].info.run_id
 
-    model = mlflow.pytorch.load_model(by_name["log2_model"].model_uri).eval()
-    embeddings = catalog.load("log2.latent_embeddings")
-    inputs = [catalog.load(f"log2.model_input_{s}") for s in ("train", "validation", "test")]
-    assert len(embeddings) == sum(len(t) for t in inputs) == 1089
-    features = np.concatenate([t[list(PARAMETER_NAMES)].to_numpy(np.float32) for t in inputs])
-    with torch.no_grad():
-        latent = model.encode(torch.from_numpy(features)).numpy()
-    np.testing.assert_allclose(latent, embeddings.filter(like="latent_").to_numpy(), atol=1e-6)
+    # The logged model takes settings in plug-in units and gives their latents back.
+    loaded = mlflow.pyfunc.load_model(by_name["log2_model"].model_uri)
+    embeddings = catalog.load("log2.latent_embeddings").set_index("entry_id")
+    settings = catalog.load("settings_filtered").set_index("entry_id").loc[embeddings.index]
+    assert len(embeddings) == 1089
+    predicted = loaded.predict(settings[list(PARAMETER_NAMES)].reset_index(drop=True))
+    latent = predicted.filter(like="latent_")
+    assert list(latent.columns) == list(embeddings.filter(like="latent_").columns)
+    np.testing.assert_allclose(latent.to_numpy(), embeddings.filter(like="latent_"), atol=1e-5)
+    assert predicted.filter(like="decoded_").shape == (1089, 13)
 
     local = catalog.load("log2.model")
+    raw = loaded.get_raw_model().model
     for key, value in local.state_dict().items():
-        assert torch.equal(value, model.state_dict()[key])
+        assert torch.equal(value, raw.state_dict()[key])
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the stand-in for an attacker's code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.usefixtures("short_run_store")
+def test_a_tampered_logged_model_does_not_run_its_payload(trained, tmp_path):
+    _, client, experiment, _ = trained
+    model = client.search_logged_models(
+        experiment_ids=[experiment.experiment_id], filter_string="name = 'log2_model'"
+    )[0]
+    folder = tmp_path / "log2_model"
+    mlflow.artifacts.download_artifacts(model.model_uri, dst_path=str(folder))
+    (weights,) = folder.rglob("model.pt")
+    assert "pickle" not in (folder / "MLmodel").read_text()
+
+    marker = tmp_path / "payload_ran"
+    torch.save({"format": "neural_eq_morphing.model/1", "x": _Payload(marker)}, weights)
+    with pytest.raises(Exception, match="tampered"):
+        mlflow.pyfunc.load_model(str(folder))
+    assert not marker.exists()
+
+    # The payload is real: plain unpickling (what mlflow.pytorch models use) runs it.
+    torch.load(weights, weights_only=False)
+    assert marker.exists()

@@ -22,6 +22,7 @@ from neural_eq_morphing.eq.parameters import (
     out_of_range_mask,
 )
 from neural_eq_morphing.eq.safe_db import N_FIELDS, check_safe_db_shape, parse_safe_db
+from neural_eq_morphing.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +31,11 @@ SPLITS = ("train", "validation", "test")
 _ID_COLUMNS = ["entry_id", "contributor_id", "term"]
 
 
-class RejectedShareError(ValueError):
+class RejectedShareError(UserError, ValueError):
     """Too many rows of the raw file failed validation."""
 
 
-class RawFileMismatchError(ValueError):
+class RawFileMismatchError(UserError, ValueError):
     """The raw file is not the published SAFE-DB file, and the user did not say it is theirs."""
 
 
