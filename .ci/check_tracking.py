@@ -2,7 +2,8 @@
 
 Used by CI after the README's run commands: the newest run of a design must hold the
 full metric histories, the logged model, the normaliser, the plots and the provenance
-tags, and the logged model must reproduce the catalog's latent embeddings.
+tags, and the logged model (a pyfunc model: settings in plug-in units in) must
+reproduce the catalog's latent embeddings of the same run.
 
     python .ci/check_tracking.py --epochs 150 --design log2
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.tracking import MlflowClient
 
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
@@ -24,11 +24,12 @@ from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 PLOTS = ("term_curves", "morph", "latent_map", "training_curves")
 
 
-def _latest(pattern: str) -> Path:
-    paths = sorted(Path("data").glob(pattern))
-    if not paths:
-        sys.exit(f"no file matches data/{pattern}")
-    return paths[-1]
+def _at_version(dataset: str, version: str) -> Path:
+    """``data/<dataset>/<version>/<file>``: a versioned dataset's file of one run."""
+    path = Path("data") / dataset / version / Path(dataset).name
+    if not path.exists():
+        sys.exit(f"no {path}: the run's version of {dataset} is missing")
+    return path
 
 
 def main() -> None:
@@ -75,19 +76,18 @@ def main() -> None:
     if not logged:
         problems.append(f"no logged model {design}_model")
     else:
-        model = mlflow.pytorch.load_model(logged[0].model_uri).eval()
+        # The run's own files: the version Kedro saved them under is the run's tag run_id.
+        version = run.data.tags["run_id"]
+        model = mlflow.pyfunc.load_model(logged[0].model_uri)
         embeddings = pd.read_parquet(
-            _latest(f"07_model_output/{design}/latent_embeddings.parquet/*/*")
-        )
-        tables = [
-            pd.read_parquet(_latest(f"05_model_input/{design}/{split}.parquet/*/*"))
-            for split in ("train", "validation", "test")
-        ]
-        features = np.concatenate([t[list(PARAMETER_NAMES)].to_numpy(np.float32) for t in tables])
-        with torch.no_grad():
-            latent = model.encode(torch.from_numpy(features)).numpy()
-        error = np.abs(latent - embeddings.filter(like="latent_").to_numpy()).max()
-        if error > 1e-6:
+            _at_version(f"07_model_output/{design}/latent_embeddings.parquet", version)
+        ).set_index("entry_id")
+        settings = pd.read_parquet(_at_version("03_primary/settings_filtered.parquet", version))
+        settings = settings.set_index("entry_id").loc[embeddings.index]
+        latent = model.predict(settings[list(PARAMETER_NAMES)].reset_index(drop=True))
+        expected = embeddings.filter(like="latent_").to_numpy()
+        error = np.abs(latent.filter(like="latent_").to_numpy() - expected).max()
+        if error > 1e-5:
             problems.append(f"logged model's latents differ from the catalog's by {error:.2e}")
     if problems:
         sys.exit(f"{design} run {run.info.run_id}: " + "; ".join(problems))

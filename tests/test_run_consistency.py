@@ -224,3 +224,21 @@ def test_only_unfinished_outputs_are_refused_with_one_line(project):
     assert "not produced yet" in errors[0]
     assert "Run `kedro run --pipelines training` first" in errors[0]
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_run_stopped_by_a_signal_marks_itself_killed(project, stop):
+    stopped = start(
+        project, "--pipelines", "data_processing,training", "--params", SHORT.replace("=3", "=5000")
+    )
+    wait_for(lambda: ledger(project, "running"), "the run to start")
+    (version,) = ledger(project, "running")
+    wait_for(lambda: _mlflow_run(version) is not None, "the run's MLflow run")
+    time.sleep(2)
+    os.kill(stopped.pid, stop)
+    stopped.communicate(timeout=120)
+    assert stopped.returncode != 0
+    # Marked on its own way out, before any later run could find it dead.
+    assert ledger(project, "killed")[version]["reason"] == "interrupted"
+    assert not ledger(project, "running")
+    assert _mlflow_run(version).info.status == "KILLED"

@@ -11,6 +11,7 @@ from kedro.framework.session import KedroSession
 from matplotlib.figure import Figure
 
 from neural_eq_morphing.pipelines.publish_results.nodes import HEADER, publish_results
+from neural_eq_morphing.runs import RunLedger
 
 
 def png(width: int) -> bytes:
@@ -49,23 +50,33 @@ def test_an_embedded_non_png_is_refused():
         publish_results(embedded(b"GIF89a"), "images")
 
 
+def _save_report(project: Path, text: str, *, finished: bool) -> None:
+    """Save a compare report as a run would; record the run as finished if it was."""
+    with KedroSession.create(project_path=project) as session:
+        session.load_context().catalog.save("compare_report_md", text)
+    version = sorted((project / "data/08_reporting/compare/report.md").iterdir())[-1].name
+    if finished:
+        ledger = RunLedger(project / "data/run_ledger")
+        ledger.start(version, {})
+        ledger.finish(version, "done", {"outputs": ["compare_report_md"]})
+
+
 def test_pipeline_writes_docs_from_the_newest_report(kedro_project: Path):
-    with KedroSession.create(project_path=kedro_project) as session:
-        catalog = session.load_context().catalog
-        catalog.save("compare_report_md", f"# Old\n{embedded(png(2))}\n{embedded(png(2))}\n")
-        # A stale figure from an earlier, longer report must not survive.
-        stale = kedro_project / "docs/images/results/figure_9.png"
-        stale.parent.mkdir(parents=True)
-        stale.write_bytes(b"old")
-    with KedroSession.create(project_path=kedro_project) as session:
-        catalog = session.load_context().catalog
-        newest = png(4)
-        catalog.save("compare_report_md", f"# Newest\n{embedded(newest)}\n")
+    _save_report(kedro_project, f"# Old\n{embedded(png(2))}\n{embedded(png(2))}\n", finished=True)
+    # A stale figure from an earlier, longer report must not survive.
+    stale = kedro_project / "docs/images/results/figure_9.png"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    newest = png(4)
+    _save_report(kedro_project, f"# Newest\n{embedded(newest)}\n", finished=True)
+    # A report of a run that never finished is not "the newest".
+    _save_report(kedro_project, f"# Unfinished\n{embedded(png(3))}\n", finished=False)
     with KedroSession.create(project_path=kedro_project) as session:
         session.run(pipeline_names=["publish_results"])
     doc = (kedro_project / "docs/results.md").read_text()
     assert "# Newest" in doc
     assert "# Old" not in doc
+    assert "# Unfinished" not in doc
     figures = sorted(p.name for p in (kedro_project / "docs/images/results").iterdir())
     assert figures == ["figure_1.png"]
     # The catalog writes the PNG's bytes unchanged.
