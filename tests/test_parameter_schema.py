@@ -47,7 +47,7 @@ def _set(parameters: dict, dotted: str, value) -> dict:
     *path, last = dotted.split(".")
     block = changed
     for key in path:
-        block = block[key]
+        block = block.setdefault(key, {})
     block[last] = value
     return changed
 
@@ -61,6 +61,7 @@ def _set(parameters: dict, dotted: str, value) -> dict:
             "unknown parameter 'terms.min_exmaples'; did you mean 'terms.min_examples'?",
         ),
         ("foo", 1, "unknown parameter 'foo' (known here: safe_db, raw_file"),
+        ("log2.training.epochs", "abc", "unknown parameter 'log2'; did you mean 'designs.log2'?"),
         ("split.seed", "abc", "parameter 'split.seed': input should be a valid integer"),
         (
             "designs.log2.training.epochs",

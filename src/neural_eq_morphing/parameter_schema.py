@@ -11,7 +11,7 @@ run that ignores it or fails after data processing.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args, get_origin
 
 import click
@@ -251,9 +251,14 @@ def _model_at(location: tuple[Any, ...]) -> type[BaseModel] | None:
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def _describe(error: Mapping[str, Any], designs: Sequence[str] = ()) -> str:
     location = tuple(error["loc"])
     name = ".".join(str(part) for part in location)
+    if error["type"] == "extra_forbidden" and len(location) == 1 and location[0] in designs:
+        return (
+            f"unknown parameter {name!r}; did you mean 'designs.{name}'? (a design's "
+            "parameters are under designs.<design>, e.g. designs.log2.training.epochs)"
+        )
     if error["type"] == "extra_forbidden":
         model = _model_at(location)
         known = list(model.model_fields) if model is not None else []
@@ -278,6 +283,8 @@ def check_parameters(parameters: Mapping[str, Any]) -> None:
     try:
         Parameters.model_validate(dict(parameters))
     except ValidationError as error:
-        problems = [_describe(item) for item in error.errors()]
+        designs = parameters.get("designs")
+        known = list(designs) if isinstance(designs, Mapping) else []
+        problems = [_describe(item, known) for item in error.errors()]
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise ParameterError("; ".join(problems[:5]) + more) from None
