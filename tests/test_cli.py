@@ -118,3 +118,41 @@ def test_stopping_kedro_mlflow_ui_stops_its_server(kedro_project: Path, stop: si
     finally:
         if kedro.poll() is None:
             os.killpg(kedro.pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ("split.seed=abc", "Error: parameter 'split.seed': input should be a valid integer"),
+        ("terms.min_exmaples=3", "did you mean 'terms.min_examples'?"),
+        ("", "could not be downloaded from http://127.0.0.1:"),
+    ],
+    ids=["wrong type", "typo", "no raw file and no network"],
+)
+def test_kedro_run_prints_a_user_error_as_one_line(kedro_project: Path, params, expected):
+    # No raw file, and its download URL a closed port: the machine is offline.
+    catalog = kedro_project / "conf/base/catalog.yml"
+    closed = free_port()
+    catalog.write_text(
+        catalog.read_text().replace(
+            "url: ${globals:safe_db.url}", f"url: http://127.0.0.1:{closed}/SAFE.csv"
+        )
+    )
+    args = ["--params", params] if params else []
+    result = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "data_processing", *args],
+        cwd=kedro_project,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert result.returncode == 1
+    assert len(errors) == 1, output[-3000:]
+    assert expected in errors[0]
+    assert "Traceback" not in output
+    assert "UserWarning" not in output  # the uninformative third-party warnings are gone
+    assert not list((kedro_project / "data").rglob("*.parquet"))
