@@ -2,8 +2,8 @@
 
 Used by CI after the README's run commands: the newest run of a design must hold the
 full metric histories, the logged model, the normaliser, the plots and the provenance
-tags, and the logged model (a pyfunc model: settings in plug-in units in) must
-reproduce the catalog's latent embeddings of the same run.
+tags, and the logged semantic EQ must reproduce the catalog's latent embeddings of the
+same run.
 
     python .ci/check_tracking.py --epochs 150 --design log2
 """
@@ -72,9 +72,9 @@ def main() -> None:
         filter_string=f"source_run_id = '{run.info.run_id}'",
         output_format="list",
     )
-    logged = [m for m in models if m.name == f"{design}_model"]
+    logged = [m for m in models if m.name == f"{design}_semantic_eq"]
     if not logged:
-        problems.append(f"no logged model {design}_model")
+        problems.append(f"no logged model {design}_semantic_eq")
     else:
         # The run's own files: the version Kedro saved them under is the run's tag run_id.
         version = run.data.tags["run_id"]
@@ -84,7 +84,8 @@ def main() -> None:
         ).set_index("entry_id")
         settings = pd.read_parquet(_at_version("03_primary/settings_filtered.parquet", version))
         settings = settings.set_index("entry_id").loc[embeddings.index]
-        latent = model.predict(settings[list(PARAMETER_NAMES)].reset_index(drop=True))
+        semantic_eq = model.get_raw_model()
+        latent = semantic_eq.encode_settings(settings[list(PARAMETER_NAMES)].reset_index(drop=True))
         expected = embeddings.filter(like="latent_").to_numpy()
         error = np.abs(latent.filter(like="latent_").to_numpy() - expected).max()
         if error > 1e-5:

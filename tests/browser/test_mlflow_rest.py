@@ -68,7 +68,7 @@ def test_default_run_logged_the_model(rest: MlflowRest, tracked: TrackedRuns):
     )["models"]
     run_id = tracked.default_run["info"]["run_id"]
     ours = [m["info"] for m in models if m["info"]["source_run_id"] == run_id]
-    assert [m["name"] for m in ours] == ["log2_model"]
+    assert [m["name"] for m in ours] == ["log2_semantic_eq"]
     assert ours[0]["status"] == "LOGGED_MODEL_READY"
 
 

@@ -118,7 +118,7 @@ def test_artifacts_show_the_plots_and_the_model(
     assert width
     screenshot("mlflow_artifact_plot")
     browser.get(base)
-    wait_for_text(browser, "log2_model")
+    wait_for_text(browser, "log2_semantic_eq")
     screenshot("mlflow_run_overview")
 
 

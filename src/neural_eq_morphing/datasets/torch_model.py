@@ -135,13 +135,22 @@ class MlflowSemanticEQDataset(MlflowModelTrackingDataset):
     ``save_args`` gives them.
     """
 
-    def __init__(self, **kwargs: Any) -> None:
-        """Create the dataset; arguments as for ``MlflowModelTrackingDataset``."""
+    def __init__(self, *, alias: str | None = None, **kwargs: Any) -> None:
+        """Create the dataset.
+
+        Args:
+            alias: Point this alias of the registered model (``save_args``'
+                ``registered_model_name``) at each newly logged version, e.g. ``current``.
+            **kwargs: As for ``MlflowModelTrackingDataset``.
+        """
         kwargs.setdefault("flavor", "mlflow.pyfunc")
         kwargs.setdefault("pyfunc_workflow", "loader_module")
         super().__init__(**kwargs)
+        self._alias = alias
 
     def _save(self, semantic_eq: SemanticEQ) -> None:
+        if not self._logging_activated:  # tracking disabled for this pipeline
+            return
         if not isinstance(semantic_eq, SemanticEQ):
             raise DatasetError(f"expected a SemanticEQ to log, got {type(semantic_eq).__name__}")
         arguments = dict(self._save_args)
@@ -158,3 +167,8 @@ class MlflowSemanticEQDataset(MlflowModelTrackingDataset):
                 super()._save(serving.__name__)
             finally:
                 self._save_args = arguments
+        version = getattr(self.model_info, "registered_model_version", None)
+        if self._alias and version is not None:
+            mlflow.MlflowClient().set_registered_model_alias(
+                arguments["registered_model_name"], self._alias, str(version)
+            )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -73,24 +74,46 @@ def test_logged_log2_model_reproduces_the_catalog_embeddings(trained):
     catalog, client, experiment, runs = trained
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     by_name = {model.name: model for model in models}
-    assert {f"{design}_model" for design in DESIGNS} <= set(by_name)
-    assert by_name["log2_model"].source_run_id == runs[0].info.run_id
+    assert {f"{design}_semantic_eq" for design in DESIGNS} <= set(by_name)
+    assert by_name["log2_semantic_eq"].source_run_id == runs[0].info.run_id
 
     # The logged model takes settings in plug-in units and gives their latents back.
-    loaded = mlflow.pyfunc.load_model(by_name["log2_model"].model_uri)
+    loaded = mlflow.pyfunc.load_model(by_name["log2_semantic_eq"].model_uri)
     embeddings = catalog.load("log2.latent_embeddings").set_index("entry_id")
     settings = catalog.load("settings_filtered").set_index("entry_id").loc[embeddings.index]
     assert len(embeddings) == 1089
-    predicted = loaded.predict(settings[list(PARAMETER_NAMES)].reset_index(drop=True))
+    semantic_eq = loaded.get_raw_model()
+    predicted = semantic_eq.encode_settings(settings[list(PARAMETER_NAMES)].reset_index(drop=True))
     latent = predicted.filter(like="latent_")
     assert list(latent.columns) == list(embeddings.filter(like="latent_").columns)
     np.testing.assert_allclose(latent.to_numpy(), embeddings.filter(like="latent_"), atol=1e-5)
     assert predicted.filter(like="decoded_").shape == (1089, 13)
 
     local = catalog.load("log2.model")
-    raw = loaded.get_raw_model().model
+    raw = semantic_eq.model
     for key, value in local.state_dict().items():
         assert torch.equal(value, raw.state_dict()[key])
+
+    # Words in, EQ out: a word gives its centroid's decoded preset (the evaluation's table),
+    # a morph half-way is the even blend, and the registry's alias serves this version.
+    presets = catalog.load("log2.generated_presets").set_index("term")
+    requests = pd.DataFrame(
+        [
+            {"words": "warm"},
+            {"words": "warm=0.5,bright=0.5"},
+            {"words": "warm", "morph_to": "bright", "position": 0.5, "amount": 1.0},
+        ]
+    )
+    answers = loaded.predict(requests)
+    assert list(answers.columns) == list(PARAMETER_NAMES)
+    np.testing.assert_allclose(
+        answers.iloc[0], presets.loc["warm", list(PARAMETER_NAMES)], rtol=1e-5
+    )
+    np.testing.assert_allclose(answers.iloc[1], answers.iloc[2], rtol=1e-6)
+    current = client.get_model_version_by_alias("log2_semantic_eq", "current")
+    assert current.run_id == runs[0].info.run_id
+    served = mlflow.pyfunc.load_model("models:/log2_semantic_eq@current").predict(requests)
+    pd.testing.assert_frame_equal(served, answers)
 
 
 class _Payload:
@@ -107,9 +130,9 @@ class _Payload:
 def test_a_tampered_logged_model_does_not_run_its_payload(trained, tmp_path):
     _, client, experiment, _ = trained
     model = client.search_logged_models(
-        experiment_ids=[experiment.experiment_id], filter_string="name = 'log2_model'"
+        experiment_ids=[experiment.experiment_id], filter_string="name = 'log2_semantic_eq'"
     )[0]
-    folder = tmp_path / "log2_model"
+    folder = tmp_path / "log2_semantic_eq"
     mlflow.artifacts.download_artifacts(model.model_uri, dst_path=str(folder))
     (weights,) = folder.rglob("model.pt")
     assert "pickle" not in (folder / "MLmodel").read_text()

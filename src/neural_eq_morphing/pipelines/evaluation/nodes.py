@@ -16,6 +16,7 @@ import pandas as pd
 
 from neural_eq_morphing.models.evaluation import evaluate_model, out_of_range_sets
 from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.serving import SemanticEQ
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +94,18 @@ def check_ranges(evaluation_metrics: Mapping[str, Any], strict_ranges: bool) -> 
         )
     if failing:
         logger.warning("Out-of-range decoded settings (reported, not fatal): %s", failing)
+
+
+def package_semantic_eq(
+    model: SemanticEQModel,
+    feature_normaliser: Mapping[str, Any],
+    decoder_normaliser: Mapping[str, Any],
+    term_centroids: pd.DataFrame,
+) -> SemanticEQ:
+    """Bundle the trained model, its normalisers and its term centroids: words -> EQ.
+
+    The bundle is what ``kedro run`` logs and registers in MLflow
+    (``<design>_semantic_eq``, alias ``current``) and what the command line and the web
+    app use (:class:`~neural_eq_morphing.serving.SemanticEQ`).
+    """
+    return SemanticEQ(model, dict(feature_normaliser), dict(decoder_normaliser), term_centroids)

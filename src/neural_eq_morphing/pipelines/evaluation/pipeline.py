@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from kedro.pipeline import Pipeline, node
 
 from neural_eq_morphing.pipelines import per_design, stage
-from neural_eq_morphing.pipelines.evaluation.nodes import check_ranges, evaluate, metrics_for_mlflow
+from neural_eq_morphing.pipelines.evaluation.nodes import (
+    check_ranges,
+    evaluate,
+    metrics_for_mlflow,
+    package_semantic_eq,
+)
 from neural_eq_morphing.pipelines.evaluation.plots import (
     plot_latent_map,
     plot_morph,
@@ -47,6 +52,12 @@ def create_evaluation_pipeline() -> Pipeline:
                 "evaluation_metrics",
                 "evaluation_mlflow_metrics",
                 name="log_evaluation_metrics",
+            ),
+            node(
+                package_semantic_eq,
+                ["model", "feature_normaliser", "decoder_normaliser", "term_centroids"],
+                "mlflow_model",
+                name="log_semantic_eq",
             ),
             node(
                 check_ranges,

@@ -12,7 +12,6 @@ from neural_eq_morphing.models.data import decoder_normaliser, train_on_tables
 from neural_eq_morphing.models.modules import SemanticEQModel
 from neural_eq_morphing.models.progress import default_progress
 from neural_eq_morphing.models.training import HISTORY_COLUMNS, TrainingConfig
-from neural_eq_morphing.serving import SemanticEQ
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +24,7 @@ def train_model(
     validation_table: pd.DataFrame,
     feature_normaliser: Mapping[str, Any],
     training: Mapping[str, Any],
-) -> tuple[SemanticEQModel, SemanticEQ, dict[str, Any], pd.DataFrame]:
+) -> tuple[SemanticEQModel, dict[str, Any], pd.DataFrame]:
     """Train one model of a design on the training split, validating on the validation split.
 
     Args:
@@ -36,10 +35,9 @@ def train_model(
         training: The design's ``training`` parameters (``parameters_designs.yml``).
 
     Returns:
-        The trained model (eval mode) for the local versioned file; the same with its
-        feature and decoder normalisers, for the MLflow model (plug-in units in and out);
-        its decoder normaliser (whose inverse maps the decoder output to plug-in units;
-        logged beside the model); and the per-epoch history.
+        The trained model (eval mode), its decoder normaliser (whose inverse maps the
+        decoder output to plug-in units; logged beside the model), and the per-epoch
+        history.
     """
     if train_table.empty or validation_table.empty:
         raise ValueError("training needs non-empty train and validation splits")
@@ -80,7 +78,7 @@ def train_model(
     output_space = decoder_normaliser(
         feature_normaliser, config.decoder_head, config.recon_in_consistent_units
     )
-    return model, SemanticEQ(model, dict(feature_normaliser), output_space), output_space, history
+    return model, output_space, history
 
 
 def history_to_metrics(history: pd.DataFrame) -> dict[str, list[dict[str, float]]]:

@@ -22,7 +22,7 @@ def create_training_pipeline() -> Pipeline:
                     "feature_normaliser",
                     "params:training",
                 ],
-                outputs=["model", "mlflow_model", "decoder_normaliser", "training_history"],
+                outputs=["model", "decoder_normaliser", "training_history"],
                 name="train_model",
             ),
             node(
