@@ -162,7 +162,7 @@ def _quiet(logger_name: str) -> Iterator[None]:
         quieted.setLevel(level)
 
 
-def _versioned_config(catalog: Any, name: str) -> dict[str, Any] | None:
+def versioned_config(catalog: Any, name: str) -> dict[str, Any] | None:
     """The catalog config of ``name`` when it is a versioned dataset, else ``None``."""
     if name.startswith("params:") or name == "parameters" or name not in catalog:
         return None
@@ -172,6 +172,27 @@ def _versioned_config(catalog: Any, name: str) -> dict[str, Any] | None:
 
 def _at_version(name: str, config: dict[str, Any], load: str, save: str | None) -> Any:
     return AbstractDataset.from_config(name, config, load_version=load, save_version=save)
+
+
+def newest_finished(
+    name: str, config: dict[str, Any], ledger: RunLedger, save_version: str | None = None
+) -> tuple[Any, str] | None:
+    """The dataset ``name`` at the newest version a finished run wrote, and that version.
+
+    Args:
+        name: The dataset's name.
+        config: Its (versioned) catalog config (:func:`versioned_config`).
+        ledger: The project's run ledger.
+        save_version: The save version to give the dataset (the current run's).
+
+    Returns:
+        ``None`` when no finished run wrote it.
+    """
+    for finished in ledger.finished():
+        candidate = _at_version(name, config, finished, save_version)
+        if candidate.exists():
+            return candidate, finished
+    return None
 
 
 class RunConsistencyHook:
@@ -226,7 +247,7 @@ class RunConsistencyHook:
             found = {
                 name: self._newest_finished(catalog, name, config, version)
                 for name in sorted(pipeline.inputs() - chosen)
-                if (config := _versioned_config(catalog, name))
+                if (config := versioned_config(catalog, name))
             }
         unusable = {name: state for name, state in found.items() if state in _UNUSABLE}
         if unusable:
@@ -244,7 +265,7 @@ class RunConsistencyHook:
 
     @staticmethod
     def _pin(catalog: Any, name: str, load: str, save: str | None) -> bool:
-        config = _versioned_config(catalog, name)
+        config = versioned_config(catalog, name)
         if config is None:
             return False
         catalog[name] = _at_version(name, config, load, save)
@@ -258,14 +279,12 @@ class RunConsistencyHook:
         Returns ``unfinished`` when only unfinished runs wrote it, ``missing`` when no run
         did (:data:`_UNUSABLE`).
         """
-        ledger = self._ledger
-        if ledger is None:  # pragma: no cover - before_pipeline_run returned already
+        if self._ledger is None:  # pragma: no cover - before_pipeline_run returned already
             return "missing"
-        for finished in ledger.finished():
-            candidate = _at_version(name, config, finished, version)
-            if candidate.exists():
-                catalog[name] = candidate
-                return finished
+        found = newest_finished(name, config, self._ledger, save_version=version)
+        if found is not None:
+            catalog[name] = found[0]
+            return found[1]
         return "unfinished" if catalog.exists(name) else "missing"
 
     def _finish(self, state: str, info: dict[str, Any]) -> None:

@@ -159,6 +159,7 @@ class MlflowSemanticEQDataset(MlflowModelTrackingDataset):
             semantic_eq.save(data_path)
             self._save_args = {
                 "signature": semantic_eq.signature(),
+                "input_example": pd.DataFrame([{"words": semantic_eq.words[0], "amount": 1.0}]),
                 "pip_requirements": pip_requirements(),
                 **arguments,
                 "data_path": str(data_path),
