@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 
 from neural_eq_morphing.eq.audio import StreamingFilter, second_order_sections
 from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
@@ -100,8 +101,9 @@ def test_predict_answers_one_setting_per_request(semantic_eq):
     np.testing.assert_allclose(
         answers.iloc[1], semantic_eq.preset("warm", morph_to="bright", position=0.5, amount=0.5)
     )
-    with pytest.raises(WordsError, match="needs a 'words' column"):
+    with pytest.raises(MlflowException, match="needs a 'words' column") as caught:
         semantic_eq.predict(pd.DataFrame([{"term": "warm"}]))
+    assert isinstance(caught.value.__cause__, WordsError)
 
 
 def test_the_bundle_saves_and_loads_the_same(semantic_eq, tmp_path):

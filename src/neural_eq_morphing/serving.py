@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ColSpec, Schema
 
@@ -211,22 +212,25 @@ class SemanticEQ:
             params: Not used (MLflow passes inference parameters here).
         """
         frame = pd.DataFrame(model_input)
-        if "words" not in frame.columns:
-            raise WordsError(
-                "each request needs a 'words' column (e.g. 'warm' or 'warm=0.7,bright=0.3'), "
-                "and optionally 'morph_to', 'position' and 'amount'"
-            )
-        rows = []
-        for request in frame.to_dict("records"):
-            morph_to = request.get("morph_to")
-            rows.append(
-                self.preset(
-                    request["words"],
-                    morph_to=None if _absent(morph_to) else str(morph_to),
-                    position=_number(request.get("position"), 0.0),
-                    amount=_number(request.get("amount"), 1.0),
+        try:
+            if "words" not in frame.columns:
+                raise WordsError(
+                    "each request needs a 'words' column (e.g. 'warm' or "
+                    "'warm=0.7,bright=0.3'), and optionally 'morph_to', 'position' and 'amount'"
                 )
-            )
+            rows = []
+            for request in frame.to_dict("records"):
+                morph_to = request.get("morph_to")
+                rows.append(
+                    self.preset(
+                        request["words"],
+                        morph_to=None if _absent(morph_to) else str(morph_to),
+                        position=_number(request.get("position"), 0.0),
+                        amount=_number(request.get("amount"), 1.0),
+                    )
+                )
+        except WordsError as error:  # a bad request, not a server fault: HTTP 400 when served
+            raise MlflowException.invalid_parameter_value(str(error)) from error
         return pd.DataFrame(
             np.array(rows).reshape(-1, len(PARAMETER_NAMES)), columns=PARAMETER_NAMES
         )
