@@ -218,6 +218,25 @@ def apply(
         write_atomically(json_path, json.dumps(document, indent=1))
 
 
+@click.command()
+@click.option("--design", default="log2", show_default=True, help="Which trained design.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 127.0.0.1 is this machine only.",
+)
+@click.option("--port", default=7860, show_default=True, type=int, help="Port to listen on.")
+def app(design: str, host: str, port: int) -> None:
+    """Open the web app: morph between words, see the curve, hear it on your clip."""
+    from neural_eq_morphing.app import serve  # noqa: PLC0415 - Gradio is slow to import
+    from neural_eq_morphing.trained import load_semantic_eq  # noqa: PLC0415
+
+    semantic_eq, version = load_semantic_eq(design, quiet=True)
+    click.echo(f"Semantic EQ app on http://{host}:{port} (Ctrl-C stops it)")
+    serve(semantic_eq, version, host, port)
+
+
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.pass_context
 def run(context: click.Context) -> None:
@@ -230,7 +249,7 @@ def run(context: click.Context) -> None:
     find_run_command(package_name)(args=context.args, standalone_mode=True)
 
 
-for _command in (words, preset, apply):
+for _command in (words, preset, apply, app):
     main.add_command(_with_user_errors(_command))
 main.add_command(run)
 
