@@ -28,6 +28,15 @@ HEALTH_WINDOW = project_parameters("evaluation")["evaluation"]["health_window"]
 SHORT = "designs.log1.training.epochs=3,designs.log2.training.epochs=3"
 
 
+def store(project: Path) -> MlflowClient:
+    """A client of the project's own MLflow store.
+
+    Explicitly: an earlier test's Kedro session may have set this process's tracking URI,
+    which would win over ``MLFLOW_TRACKING_URI``.
+    """
+    return MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
 def start(project: Path, *args: str) -> subprocess.Popen:
     """Start ``kedro run <args>`` in ``project`` (its MLflow store from the environment)."""
     return subprocess.Popen(
@@ -92,7 +101,7 @@ def test_two_runs_at_once_each_record_their_own_seed(project):
     for run in runs:
         finish(run)
 
-    client = MlflowClient()
+    client = store(project)
     experiment = client.get_experiment_by_name("neural_eq_morphing")
     by_seed = {r.data.tags["log2.seed"]: r for r in client.search_runs([experiment.experiment_id])}
     assert set(by_seed) == {"1", "2"}
@@ -151,8 +160,8 @@ def _evaluation_inputs(project: Path, before: set[str]) -> dict[str, str]:
     return done[evaluation]["inputs"]
 
 
-def _mlflow_run(version: str):
-    client = MlflowClient()
+def _mlflow_run(project: Path, version: str):
+    client = store(project)
     experiment = client.get_experiment_by_name("neural_eq_morphing")
     if experiment is None:
         return None
@@ -160,10 +169,10 @@ def _mlflow_run(version: str):
     return runs[0] if runs else None
 
 
-def _assert_killed_in_mlflow(version: str) -> None:
-    client = MlflowClient()
+def _assert_killed_in_mlflow(project: Path, version: str) -> None:
+    client = store(project)
     experiment = client.get_experiment_by_name("neural_eq_morphing")
-    run = _mlflow_run(version)
+    run = _mlflow_run(project, version)
     assert run.info.status == "KILLED"
     models = client.search_logged_models(
         [experiment.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
@@ -176,7 +185,7 @@ def test_a_run_killed_during_training_is_never_read_and_is_marked_killed(project
     killed = start(project, "--pipelines", "training", "--params", SHORT.replace("=3", "=5000"))
     wait_for(lambda: ledger(project, "running"), "the training run to start")
     (version,) = ledger(project, "running")
-    wait_for(lambda: _mlflow_run(version) is not None, "the run's MLflow run")
+    wait_for(lambda: _mlflow_run(project, version) is not None, "the run's MLflow run")
     time.sleep(3)  # training under way
     kill(killed)
 
@@ -184,7 +193,7 @@ def test_a_run_killed_during_training_is_never_read_and_is_marked_killed(project
     assert inputs["log2.model"] == finished
     assert set(inputs.values()) <= {finished}
     assert version in ledger(project, "killed")
-    _assert_killed_in_mlflow(version)
+    _assert_killed_in_mlflow(project, version)
 
 
 def test_a_run_killed_during_its_final_saves_leaves_the_last_complete_set(project):
@@ -202,7 +211,7 @@ def test_a_run_killed_during_its_final_saves_leaves_the_last_complete_set(projec
     assert inputs["log1.model"] == finished
     assert inputs["log1.training_history"] == finished
     assert set(inputs.values()) == {finished}
-    _assert_killed_in_mlflow(version)
+    _assert_killed_in_mlflow(project, version)
 
 
 def test_only_unfinished_outputs_are_refused_with_one_line(project):
@@ -233,7 +242,7 @@ def test_a_run_stopped_by_a_signal_marks_itself_killed(project, stop):
     )
     wait_for(lambda: ledger(project, "running"), "the run to start")
     (version,) = ledger(project, "running")
-    wait_for(lambda: _mlflow_run(version) is not None, "the run's MLflow run")
+    wait_for(lambda: _mlflow_run(project, version) is not None, "the run's MLflow run")
     time.sleep(2)
     os.kill(stopped.pid, stop)
     stopped.communicate(timeout=120)
@@ -241,4 +250,4 @@ def test_a_run_stopped_by_a_signal_marks_itself_killed(project, stop):
     # Marked on its own way out, before any later run could find it dead.
     assert ledger(project, "killed")[version]["reason"] == "interrupted"
     assert not ledger(project, "running")
-    assert _mlflow_run(version).info.status == "KILLED"
+    assert _mlflow_run(project, version).info.status == "KILLED"
