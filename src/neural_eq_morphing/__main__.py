@@ -62,36 +62,38 @@ def _words_options(command: Any) -> Any:
     return command
 
 
-def _preset(words: str, morph_to: str | None, position: float, amount: float, design: str):
+def _preset(
+    words: str, morph_to: str | None, position: float, amount: float, design: str
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The setting for the options, and the document that records it (for ``--json``)."""
     from neural_eq_morphing.trained import load_semantic_eq  # noqa: PLC0415 - loads Kedro
 
     semantic_eq, version = load_semantic_eq(design, quiet=True)
     setting = semantic_eq.preset(words, morph_to=morph_to, position=position, amount=amount)
-    return setting, version
-
-
-def preset_document(
-    setting: np.ndarray,
-    *,
-    words: str,
-    morph_to: str | None,
-    position: float,
-    amount: float,
-    design: str,
-    version: str,
-) -> dict[str, Any]:
-    """The preset as a JSON-able document: what was asked, from which run, the 13 values."""
-    return {
+    document = {
         "words": words,
         "morph_to": morph_to,
         "position": position if morph_to else None,
         "amount": amount,
         "design": design,
         "run": version,
-        "parameters": {
-            name: float(value) for name, value in zip(PARAMETER_NAMES, setting, strict=True)
-        },
+        "parameters": dict(zip(PARAMETER_NAMES, map(float, setting), strict=True)),
     }
+    return setting, document
+
+
+_JSON_OPTION = click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the preset (what was asked, the run, the 13 values) to this JSON file.",
+)
+
+
+def _export(document: dict[str, Any], json_path: Path | None) -> None:
+    if json_path is not None:
+        write_atomically(json_path, json.dumps(document, indent=1))
+        click.echo(f"Wrote {json_path}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,12 +113,7 @@ def words(design: str) -> None:
 
 @click.command()
 @_words_options
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the preset to this JSON file.",
-)
+@_JSON_OPTION
 def preset(
     words: str,
     morph_to: str | None,
@@ -126,21 +123,10 @@ def preset(
     json_path: Path | None,
 ) -> None:
     """Print the EQ setting for a word, a blend or a morph (dB / Hz / Q)."""
-    setting, version = _preset(words, morph_to, position, amount, design)
-    document = preset_document(
-        setting,
-        words=words,
-        morph_to=morph_to,
-        position=position,
-        amount=amount,
-        design=design,
-        version=version,
-    )
+    _, document = _preset(words, morph_to, position, amount, design)
     for name, value in document["parameters"].items():
         click.echo(f"{name:>20}  {value:10.2f}")
-    if json_path is not None:
-        write_atomically(json_path, json.dumps(document, indent=1))
-        click.echo(f"Wrote {json_path}")
+    _export(document, json_path)
 
 
 def _describe(report: RenderReport) -> list[str]:
@@ -169,12 +155,7 @@ def _describe(report: RenderReport) -> list[str]:
     help="Match the output's integrated loudness (ITU-R BS.1770) to the input's, for a fair A/B.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace TARGET if it exists (never SOURCE).")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the preset to this JSON file.",
-)
+@_JSON_OPTION
 def apply(
     source: Path,
     target: Path,
@@ -188,7 +169,7 @@ def apply(
     json_path: Path | None,
 ) -> None:
     """Apply a preset from words to the audio file SOURCE and write TARGET (WAV, FLAC, OGG…)."""
-    setting, version = _preset(words, morph_to, position, amount, design)
+    setting, document = _preset(words, morph_to, position, amount, design)
     label = f"{source.name} → {target.name}"
     with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
 
@@ -205,17 +186,7 @@ def apply(
             progress=progress,
         )
     click.echo(f"Wrote {target}: " + "; ".join(_describe(report)))
-    if json_path is not None:
-        document = preset_document(
-            setting,
-            words=words,
-            morph_to=morph_to,
-            position=position,
-            amount=amount,
-            design=design,
-            version=version,
-        )
-        write_atomically(json_path, json.dumps(document, indent=1))
+    _export(document, json_path)
 
 
 @click.command()
