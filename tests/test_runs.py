@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from neural_eq_morphing.runs import RunLedger, write_atomically
+from neural_eq_morphing.runs import RunLedger, wait_for_lock, write_atomically
 
 
 def _in_another_process(folder: Path, version: str, then: str) -> subprocess.Popen:
@@ -88,3 +88,21 @@ def test_an_atomic_write_that_fails_leaves_the_old_file(tmp_path):
         write_atomically(target, 42)  # type: ignore[arg-type]
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+
+
+def test_a_lock_that_is_never_released_times_out(tmp_path):
+    path = tmp_path / "lock"
+    path.touch()
+    hold = f"import fcntl; held = open({str(path)!r}); fcntl.flock(held, fcntl.LOCK_EX)"
+    holder = _in_another_process(
+        tmp_path, "holder", f"{hold}; print('held', flush=True); time.sleep(60)"
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with open(path) as stream:
+            assert not wait_for_lock(stream, timeout_s=0.3)
+    finally:
+        holder.kill()
+        holder.wait()
+    with open(path) as stream:
+        assert wait_for_lock(stream, timeout_s=5)

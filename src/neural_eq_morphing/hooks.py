@@ -448,7 +448,12 @@ class TrackingStoreSetupLock:
         folder = project_path / self._ledger_folder
         folder.mkdir(parents=True, exist_ok=True)
         self._stream = open(folder / ".tracking_setup.lock", "a+")  # noqa: SIM115 - held
-        wait_for_lock(self._stream)
+        if not wait_for_lock(self._stream):
+            logger.warning(
+                "Another process has held the MLflow set-up lock for a minute; going on "
+                "without it (%s)",
+                folder / ".tracking_setup.lock",
+            )
 
     def release(self) -> None:
         """Release the lock, if held."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -64,10 +65,19 @@ def try_lock(stream: IO[Any]) -> bool:
     return True
 
 
-def wait_for_lock(stream: IO[Any]) -> None:
-    """Take an exclusive lock on ``stream``, waiting for its holder to release it."""
-    if fcntl is not None:
-        fcntl.flock(stream.fileno(), fcntl.LOCK_EX)
+def wait_for_lock(stream: IO[Any], timeout_s: float = 60.0) -> bool:
+    """Take an exclusive lock on ``stream``, waiting up to ``timeout_s`` for its holder.
+
+    Returns:
+        Whether the lock was taken (``False`` after the timeout: a holder that never lets
+        go, e.g. a notebook whose context creation failed half-way, must not hang others).
+    """
+    deadline = time.monotonic() + timeout_s
+    while not try_lock(stream):
+        if fcntl is None or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 class RunLedger:
