@@ -28,7 +28,21 @@ settings are its own; with ``--repeat`` the cases are interleaved, ABCABC…):
   600-1000 rows as training rows and the other rows as validation rows. Its members see
   fewer training rows than ``ensemble``'s (which trains and validates on all rows), so
   besides ms per model-epoch it prints the rows per member and the figure scaled to all
-  rows by the mean training row count.
+  rows by the mean training row count;
+* ``designs``: the ``folds`` case once for every design of ``parameters_designs.yml``
+  (shown as ``design:<name>``), with ``--design-members`` members (default 10: compare's
+  nine folds and a reproduction member), each design with its own epochs, batch size,
+  head, loss and latent. Which path computes each design's gradients:
+
+  * Log 1, Log 2 and the β-VAEs: hand-written throughout (the β-VAE's sampling and KL
+    gradient are a few elementwise operations, written out like the rest);
+  * the separate heads and the perceptual loss: autograd for the output stage only
+    (head and reconstruction loss, on the ``(M, B, 13)`` head output), whose gradient
+    the hand-written backward then takes through the network
+    (:meth:`~neural_eq_morphing.models.BatchedSemanticEQ.loss_and_grad`). The dB
+    response of the perceptual loss is ~40 operations on ``(M, B, 5, 128)`` tensors; by
+    hand it would be the one place where a slip in a derivative hides easily, and
+    autograd costs a few graph nodes per step at this size.
 
 The figure is the median epoch (training and validation) per model, in ms per
 model-epoch, with its ratio against ``eager`` when that case ran.
@@ -40,6 +54,7 @@ Usage::
     .venv/bin/python benchmarks/train_speed.py --cases ensemble --workers 1 --threads 2
     .venv/bin/python benchmarks/train_speed.py --cases log2 ensemble --keep-freed-memory
     .venv/bin/python benchmarks/train_speed.py --cases eager ensemble folds --epochs 10
+    .venv/bin/python benchmarks/train_speed.py --cases eager designs --epochs 30
     .venv/bin/python benchmarks/train_speed.py --profile
 """
 
@@ -87,7 +102,17 @@ CANDIDATES = (
     PROJECT_ROOT / "data" / "01_raw" / SAFE_DB_NAME,
 )
 MIN_EXAMPLES = 5
-CASES = ("eager", "log2", "ensemble", "func", "log1", "ensemble-log1", "compiled", "folds")
+CASES = (
+    "eager",
+    "log2",
+    "ensemble",
+    "func",
+    "log1",
+    "ensemble-log1",
+    "compiled",
+    "folds",
+    "designs",
+)
 DEFAULT_CASES = ("eager", "log2", "ensemble", "func")
 #: The design each case trains.
 DESIGN_OF_CASE = {"log1": "log1", "ensemble-log1": "log1"}
@@ -137,9 +162,22 @@ def find_file(explicit: str | None) -> Path | None:
     return next((p for p in CANDIDATES if p.is_file()), None)
 
 
+def designs() -> dict[str, Any]:
+    """The ``designs`` block of ``conf/base/parameters_designs.yml``."""
+    return yaml.safe_load(DESIGNS_FILE.read_text(encoding="utf-8"))["designs"]
+
+
 def design(name: str) -> dict[str, Any]:
     """One design's block of ``conf/base/parameters_designs.yml``."""
-    return yaml.safe_load(DESIGNS_FILE.read_text(encoding="utf-8"))["designs"][name]
+    return designs()[name]
+
+
+def expand(cases: list[str]) -> list[str]:
+    """The cases to run: ``designs`` becomes one ``design:<name>`` per design."""
+    out: list[str] = []
+    for case in cases:
+        out += [f"design:{name}" for name in designs()] if case == "designs" else [case]
+    return out
 
 
 def design_config(name: str, **overrides: Any) -> TrainingConfig:
@@ -190,7 +228,8 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     malloc_tuned = keep_freed_memory() if args.keep_freed_memory else False
-    name = DESIGN_OF_CASE.get(case, "log2")
+    by_design = case.startswith("design:")
+    name = case.split(":", 1)[1] if by_design else DESIGN_OF_CASE.get(case, "log2")
     features, labels, mean, std, note = prepare(name, find_file(args.data))
     config = design_config(name, epochs=args.epochs, workers=args.workers)
     seeds = list(range(args.seeds)) if case in ("ensemble", "ensemble-log1", "func") else [0]
@@ -210,8 +249,9 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     elif case == "func":
         result.update(func_loop(config, features, labels, seeds, epochs=args.eager_epochs))
-    elif case == "folds":
-        members = fold_members(features, labels, mean, std, args.fold_members, args.seeds)
+    elif case == "folds" or by_design:
+        count = args.design_members if by_design else args.fold_members
+        members = fold_members(features, labels, mean, std, count, args.seeds)
         started = time.perf_counter()
         run = train_members(config, members)
         result.update(train_figures(config, run, time.perf_counter() - started))
@@ -488,12 +528,13 @@ def summary(results: dict[str, list[dict[str, Any]]]) -> str:
         for case, runs in results.items()
     }
     eager = medians.get("eager")
-    lines = ["", f"{'case':13s} {'runs':>4s} {'ms/model-epoch':>15s} {'eager / case':>13s}"]
+    width = max(13, *(len(case) for case in medians))
+    lines = ["", f"{'case':{width}s} {'runs':>4s} {'ms/model-epoch':>15s} {'eager / case':>13s}"]
     for case, value in medians.items():
         spread = [r["ms_per_model_epoch"] for r in results[case]]
         ratio = f"{eager / value:12.2f}x" if eager else f"{'-':>13s}"
         lines.append(
-            f"{case:13s} {len(spread):4d} {value:15.1f} {ratio}"
+            f"{case:{width}s} {len(spread):4d} {value:15.1f} {ratio}"
             + (f"   (runs {min(spread):.1f}-{max(spread):.1f})" if len(spread) > 1 else "")
         )
     return "\n".join(lines)
@@ -505,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=CASES)
     parser.add_argument("--seeds", type=int, default=5, help="members of the ensemble cases")
     parser.add_argument("--fold-members", type=int, default=18, help="members of the folds case")
+    parser.add_argument(
+        "--design-members", type=int, default=10, help="members of each design's run (designs)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the designs' epochs")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--workers", type=int, default=None, help="TrainingConfig.workers")
@@ -534,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     _, rows, note = load_rows(find_file(args.data))
     print(f"data: {note}, {len(rows)} rows (all used for training and validation)")
     forwarded = []
-    for name in ("seeds", "fold_members", "epochs", "threads", "workers", "eager_epochs", "data"):
+    names = ("seeds", "fold_members", "design_members", "epochs", "threads", "workers")
+    for name in (*names, "eager_epochs", "data"):
         value = getattr(args, name)
         if value is not None:
             forwarded += [f"--{name.replace('_', '-')}", str(value)]
@@ -542,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         forwarded.append("--keep-freed-memory")
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for _ in range(args.repeat):
-        for case in args.cases:
+        for case in expand(args.cases):
             child = subprocess.run(
                 [sys.executable, __file__, *forwarded, "--case", case],
                 capture_output=True,

@@ -284,5 +284,6 @@ def falling_history(epochs: int = 4) -> pd.DataFrame:
             "val_contrastive": falling,
             "contrastive_weight": np.linspace(0.1, 0.5, epochs),
             "learning_rate": np.full(epochs, 1e-3),
+            **{c: np.zeros(epochs) for c in ("train_kl", "val_kl", "kl_weight")},
         }
     )

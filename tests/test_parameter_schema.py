@@ -79,6 +79,33 @@ def _set(parameters: dict, dotted: str, value) -> dict:
             False,
             "did you mean 'compare.configurations.log2_no_lr_schedule.training.lr_schedule'?",
         ),
+        # What a design combines across fields (issue 14): checked before any node too.
+        (
+            "designs.log2_separate_heads.feature_normaliser",
+            {"kind": "zscore"},
+            "designs.log2_separate_heads: decoder_head: separate needs the feature normaliser "
+            "{kind: minmax, log_kinds: [freq, q]}",
+        ),
+        (
+            "designs.log2.training.kl_weight_end",
+            0.01,
+            "designs.log2: kl_weight_start and kl_weight_end apply to variational models only",
+        ),
+        (
+            "designs.log1.training.perceptual_weight",
+            1.0,
+            "designs.log1: perceptual_weight needs a decoder output in normalised space",
+        ),
+        (
+            "compare.reference_design",
+            "log3",
+            "compare.reference_design 'log3' is not a design; expected one of ['log1', 'log2',",
+        ),
+        (
+            "compare.questions",
+            [{"metric": "generation_rms", "baseline": "mean_preset"}],
+            "compare.questions: unknown metric 'generation_rms'",
+        ),
     ],
 )
 def test_a_bad_parameter_is_one_line_that_names_it(parameters, dotted, value, message):
@@ -102,3 +129,13 @@ def test_a_run_with_a_bad_parameter_stops_before_any_node(kedro_project, real_sa
     # Nothing but the raw file (and the hidden lock that MLflow's set-up is taken under).
     written = [p for p in (kedro_project / "data").rglob("*") if p.is_file()]
     assert [p.name for p in written if p.name != ".tracking_setup.lock"] == [real_safe_db.name]
+
+
+def test_an_ablation_that_breaks_its_designs_space_is_named(parameters):
+    changed = _set(
+        parameters,
+        "compare.configurations.heads_linear",
+        {"design": "log2_separate_heads", "feature_normaliser": {"log_kinds": ["q"]}},
+    )
+    with pytest.raises(ParameterError, match=r"compare\.configurations\.heads_linear: decoder"):
+        check_parameters(changed)

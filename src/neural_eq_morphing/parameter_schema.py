@@ -24,7 +24,10 @@ from pydantic import (
 )
 
 from neural_eq_morphing.errors import UserError
-from neural_eq_morphing.models.training import required_fields
+from neural_eq_morphing.models.data import check_output_space
+from neural_eq_morphing.models.protocol import BASELINE_LABELS, METRICS
+from neural_eq_morphing.models.training import TrainingConfig, required_fields
+from neural_eq_morphing.pipelines.designs import resolve_configurations
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -120,7 +123,7 @@ class FeatureNormaliser(_Block):
 
 #: The type of every field of a design's ``training`` block (TrainingConfig's, and seed).
 TRAINING_TYPES: dict[str, Any] = {
-    "decoder_head": Literal["plugin_units", "normalised"],
+    "decoder_head": Literal["plugin_units", "normalised", "separate"],
     "recon_in_consistent_units": bool,
     "epochs": int,
     "batch_size": int,
@@ -135,6 +138,10 @@ TRAINING_TYPES: dict[str, Any] = {
     "lr_schedule": bool,
     "lr_factor": float,
     "lr_patience": int,
+    "variational": bool,
+    "kl_weight_start": float,
+    "kl_weight_end": float,
+    "perceptual_weight": float,
     "betas": list[float],
     "eps": float,
     "lr_threshold": float,
@@ -197,6 +204,13 @@ class Reproduction(_Block):
     terms: Terms
 
 
+class Question(_Block):
+    """One of ``compare.questions``: a protocol metric and the baseline to beat on it."""
+
+    metric: str
+    baseline: str
+
+
 class Compare(_Block):
     """``compare``."""
 
@@ -204,6 +218,8 @@ class Compare(_Block):
     first_seed: int
     epochs: int | None = Field(default=None, ge=1)
     designs: list[str] | None = None
+    reference_design: str | None = None
+    questions: list[Question]
     folds: Folds
     statistics: Statistics
     reproduction: Reproduction
@@ -288,3 +304,47 @@ def check_parameters(parameters: Mapping[str, Any]) -> None:
         problems = [_describe(item, known) for item in error.errors()]
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise ParameterError("; ".join(problems[:5]) + more) from None
+    _check_combinations(parameters)
+
+
+def _check_combinations(parameters: Mapping[str, Any]) -> None:
+    """Check what each design and compare configuration combines across its fields.
+
+    The types are fine by now; this builds each one's ``TrainingConfig`` (whose checks
+    tie fields together, e.g. the KL weights to ``variational``) and checks that its
+    feature normaliser is the space its decoder head and loss assume.
+
+    Raises:
+        ParameterError: Naming the design or configuration and the problem.
+    """
+    try:
+        resolved = resolve_configurations(parameters["designs"], parameters["compare"])
+    except ValueError as error:
+        raise ParameterError(str(error)) from None
+    compare = parameters["compare"]
+    reference = compare.get("reference_design")
+    if reference is not None and reference not in parameters["designs"]:
+        raise ParameterError(
+            f"compare.reference_design {reference!r} is not a design; expected one of "
+            f"{list(parameters['designs'])}"
+        )
+    for question in compare.get("questions") or []:
+        if question["metric"] not in METRICS:
+            raise ParameterError(
+                f"compare.questions: unknown metric {question['metric']!r}; expected one of "
+                f"{list(METRICS)}"
+            )
+        if question["baseline"] not in BASELINE_LABELS:
+            raise ParameterError(
+                f"compare.questions: unknown baseline {question['baseline']!r}; expected one "
+                f"of {list(BASELINE_LABELS)}"
+            )
+    for name, resolved_config in resolved.items():
+        where = (
+            f"designs.{name}" if name in parameters["designs"] else f"compare.configurations.{name}"
+        )
+        try:
+            config = TrainingConfig.from_dict(resolved_config["training"])
+            check_output_space(resolved_config["feature_normaliser"], config)
+        except ValueError as error:
+            raise ParameterError(f"{where}: {error}") from None

@@ -9,6 +9,8 @@ from neural_eq_morphing.models import (
     reconstruction_loss,
     supervised_contrastive_loss,
 )
+from neural_eq_morphing.models.losses import kl_divergence
+from neural_eq_morphing.models.perceptual import perceptual_loss
 
 
 def _members(decoder_head: str, seeds=(1, 2, 3), **kwargs) -> list[SemanticEQModel]:
@@ -140,3 +142,115 @@ def test_stacking_requires_one_config():
             zscore_mean=torch.zeros(13),
             zscore_std=torch.ones(13),
         )
+
+
+# ------------------------------------------- the designs beyond Log 2 (issue 14)
+def _draws(batched: BatchedSemanticEQ, members: int, rows: int, latent: int, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(members, rows, 13, generator=generator)
+    labels = torch.randint(0, 4, (members, rows), generator=generator)
+    masks = (torch.rand(members, rows, batched.dropout_width, generator=generator) >= 0.1) / 0.9
+    noise = torch.randn(members, rows, latent, generator=generator)
+    return x, labels, masks, noise
+
+
+@pytest.mark.parametrize(
+    ("decoder_head", "perceptual", "variational"),
+    [
+        ("separate", 0.0, False),
+        ("normalised", 1.0, False),
+        ("separate", 0.7, False),
+        ("normalised", 0.0, True),
+        ("separate", 0.5, True),
+    ],
+)
+def test_new_designs_gradients_match_autograd(decoder_head, perceptual, variational):
+    """Autograd output stage (separate head, perceptual loss) and the hand-written
+    sampling and KL gradient of a β-VAE give autograd's gradient on the module."""
+    latent_dim, weight, kl_weight = 4, 0.3, 0.05
+    models = _members(decoder_head, latent_dim=latent_dim, variational=variational)
+    batched = BatchedSemanticEQ.from_models(models, perceptual_weight=perceptual)
+    x, labels, masks, noise = _draws(batched, 3, 24, latent_dim)
+    losses = batched.loss_and_grad(
+        x, labels, masks, weight, noise=noise if variational else None, kl_weight=kl_weight
+    )
+    for k, model in enumerate(models):
+        model.train()
+        _with_masks(model, masks[k])
+        z, mean, log_variance = model.sample(x[k], noise[k])
+        output = model.decode(z)
+        recon = reconstruction_loss(output, x[k], decoder_head)
+        if perceptual:
+            recon = recon + perceptual * perceptual_loss(output, x[k])
+        contrastive = supervised_contrastive_loss(model.project(z), labels[k], 0.1)
+        total = recon + weight * contrastive
+        kl = kl_divergence(mean, log_variance) if variational else torch.zeros(())
+        (total + kl_weight * kl).backward()
+        expected = batched.layout.pack({n: p.grad for n, p in model.named_parameters()})
+        scale = expected.abs().max()
+        torch.testing.assert_close(batched.grad[k] / scale, expected / scale, rtol=0, atol=2e-6)
+        torch.testing.assert_close(losses.reconstruction[k], recon.detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(losses.kl[k], kl.detach(), rtol=1e-5, atol=1e-7)
+
+
+def test_new_designs_padded_rows_contribute_nothing():
+    """With a row mask, each member's losses and gradient are those of its rows alone."""
+    latent_dim = 3
+    models = _members("separate", latent_dim=latent_dim, variational=True)
+    batched = BatchedSemanticEQ.from_models(models, perceptual_weight=0.5)
+    x, labels, masks, noise = _draws(batched, 3, 9, latent_dim, seed=4)
+    sizes = [5, 9, 0]
+    valid = torch.arange(9) < torch.tensor(sizes).unsqueeze(1)
+    losses = batched.loss_and_grad(x, labels, masks, 0.3, valid, noise=noise, kl_weight=0.1)
+    grad = batched.grad.clone()
+    assert losses.reconstruction[2] == 0
+    assert losses.kl[2] == 0
+    assert not grad[2].any()
+    for k in (0, 1):
+        solo = BatchedSemanticEQ(
+            batched.model_config, batched.flat[k : k + 1].clone(), perceptual_weight=0.5
+        )
+        b = sizes[k]
+        one = slice(k, k + 1)
+        expected = solo.loss_and_grad(
+            x[one, :b], labels[one, :b], masks[one, :b], 0.3, noise=noise[one, :b], kl_weight=0.1
+        )
+        torch.testing.assert_close(grad[k], solo.grad[0], rtol=0, atol=1e-6)
+        torch.testing.assert_close(losses.reconstruction[k], expected.reconstruction[0])
+        torch.testing.assert_close(losses.kl[k], expected.kl[0])
+
+
+def test_evaluate_measures_the_designs_own_losses():
+    """Validation uses eval mode: the posterior mean, the clipped separate head, and the
+    same reconstruction loss (with the perceptual term) and KL as training."""
+    models = _members("separate", seeds=(4, 5), latent_dim=3, variational=True)
+    batched = BatchedSemanticEQ.from_models(models, perceptual_weight=0.5)
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(37, 13, generator=generator)
+    labels = torch.randint(0, 3, (37,), generator=generator)
+    losses = batched.evaluate(x, labels, batch_size=16)
+    for k, model in enumerate(models):
+        model.eval()
+        recon, kl = [], []
+        with torch.no_grad():
+            for start in range(0, 37, 16):
+                xb = x[start : start + 16]
+                _, mean, log_variance = model.sample(xb)
+                output = model.decode(mean)
+                assert output.min() >= 0
+                assert output.max() <= 1
+                recon.append(
+                    reconstruction_loss(output, xb, "separate") + 0.5 * perceptual_loss(output, xb)
+                )
+                kl.append(kl_divergence(mean, log_variance))
+        torch.testing.assert_close(losses.reconstruction[k], torch.stack(recon).mean())
+        torch.testing.assert_close(losses.kl[k], torch.stack(kl).mean())
+
+
+def test_variational_step_needs_its_noise_and_perceptual_needs_normalised_space():
+    batched = BatchedSemanticEQ.from_models(_members("normalised", variational=True))
+    x = torch.rand(3, 4, 13)
+    with pytest.raises(ValueError, match="noise"):
+        batched.loss_and_grad(x, torch.zeros(3, 4, dtype=torch.long), None, 0.1)
+    with pytest.raises(ValueError, match="normalised space"):
+        BatchedSemanticEQ.from_models(_members("plugin_units"), perceptual_weight=1.0)

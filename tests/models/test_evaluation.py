@@ -142,13 +142,22 @@ def test_presets_morph_and_generation(evaluation_data):
 
 
 def test_training_health():
-    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "train_contrastive": [4.0, 3.8, 3.1, 3.0]})
+    history = pd.DataFrame(
+        {
+            "epoch": [1, 2, 3, 4],
+            "train_contrastive": [4.0, 3.8, 3.1, 3.0],
+            "contrastive_weight": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
     health = training_health(history, SMALL_EVALUATION)
     assert health == {"contrastive_first": 3.9, "contrastive_last": 3.05, "contrastive_fell": True}
     rising = history.assign(train_contrastive=[3.0, 3.1, 3.8, 4.0])
     assert training_health(rising, SMALL_EVALUATION)["contrastive_fell"] is False
     too_short = training_health(history.head(3), SMALL_EVALUATION)
     assert too_short["contrastive_fell"] is None
+    # Trained without the contrastive term (a β-VAE): nothing to judge.
+    untrained = history.assign(contrastive_weight=0.0)
+    assert training_health(untrained, SMALL_EVALUATION)["contrastive_fell"] is None
 
 
 def test_evaluate_model_gives_every_metric_its_one_name(evaluation_data):

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS, indices_of_kind
 from neural_eq_morphing.models import DECODER_HEADS, SemanticEQModel, build_model
-from neural_eq_morphing.models.modules import ResidualBlock, head_constants
+from neural_eq_morphing.models.modules import ResidualBlock, head_constants, separate_head
 
 
 @pytest.mark.parametrize("decoder_head", DECODER_HEADS)
@@ -159,3 +160,50 @@ def test_seeded_init_matches_torch_default_init():
 def test_state_dict_holds_only_learnable_parameters():
     model = SemanticEQModel("plugin_units")
     assert set(model.state_dict()) == {name for name, _ in model.named_parameters()}
+
+
+def test_separate_head_formulas():
+    """Gains 12·tanh, frequencies read as log10(Hz), Q 0.99·softplus + 0.1, all expressed
+    in Log 2's normalised space."""
+    o = torch.linspace(-3, 5, 41, dtype=torch.float64)[:, None].expand(41, 13)
+    out = separate_head(o).numpy()
+    gains, freqs, qs = indices_of_kind("gain"), indices_of_kind("freq"), indices_of_kind("q")
+    settings = np.empty((41, 13))
+    settings[:, gains] = 12 * np.tanh(o[:, gains].numpy())
+    settings[:, freqs] = 10.0 ** o[:, freqs].numpy()
+    settings[:, qs] = 0.99 * np.log1p(np.exp(o[:, qs].numpy())) + 0.1
+    expected = MinMaxNormaliser.from_plugin_limits(("freq", "q")).transform(settings)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=2e-6)  # float32 limits
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_separate_heads_are_clipped_in_eval_mode_only(seed):
+    model = SemanticEQModel("separate", seed=seed, dropout=0.0)
+    with torch.no_grad():
+        raw = model.train().decode(_extreme_latents())
+        clipped = model.eval().decode(_extreme_latents())
+    assert raw.min() < 0 or raw.max() > 1  # the unbounded frequency head goes past
+    assert clipped.min() >= 0
+    assert clipped.max() <= 1
+    torch.testing.assert_close(clipped, raw.clamp(0, 1))
+
+
+def test_variational_latent():
+    model = SemanticEQModel("normalised", seed=5, latent_dim=2, variational=True, dropout=0.0)
+    x = torch.rand(6, 13)
+    noise = torch.randn(6, 2)
+    with torch.no_grad():
+        mean, log_variance = model.posterior(x)
+        assert mean.shape == log_variance.shape == (6, 2)
+        assert torch.equal(model.eval().encode(x), mean)
+        z, _, _ = model.eval().sample(x, noise)
+        assert torch.equal(z, mean)  # eval mode: the posterior mean
+        z, _, _ = model.train().sample(x, noise)
+        torch.testing.assert_close(z, mean + torch.exp(0.5 * log_variance) * noise)
+    assert model.encoder.to_latent.out_features == 4
+    with pytest.raises(ValueError, match="variational"):
+        SemanticEQModel("normalised").posterior(x)
+    # A config written before `variational` existed is a deterministic model.
+    old = dict(SemanticEQModel("normalised").model_config)
+    del old["variational"]
+    assert build_model(old).variational is False

@@ -113,7 +113,11 @@ class MinMaxNormaliser:
         scaled = lower + features * (upper - lower)
         # Only the log-scaled columns are exponentiated (a linear Hz column would overflow).
         mask = np.broadcast_to(self.log_scaled, scaled.shape)
-        return np.power(10.0, scaled, out=scaled.copy(), where=mask)
+        values = np.power(10.0, scaled, out=scaled.copy(), where=mask)
+        # A feature inside [0, 1] maps inside the limits: 10**log10(180) is 179.99999999999997,
+        # so round-off at the ends is clipped away. Features outside [0, 1] stay outside.
+        inside = (features >= 0.0) & (features <= 1.0)
+        return np.where(inside, np.clip(values, self.lower, self.upper), values)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able description from which :func:`normaliser_from_dict` rebuilds it."""

@@ -53,7 +53,9 @@ from neural_eq_morphing.models.modules import (
     build_model,
     check_decoder_head,
     head_constants,
+    separate_head,
 )
+from neural_eq_morphing.models.perceptual import perceptual_loss_per_row
 
 _layer_norm_backward = torch.ops.aten.native_layer_norm_backward.default
 _threshold_backward = torch.ops.aten.threshold_backward.default
@@ -113,7 +115,9 @@ class ParameterLayout:
         self._offset = 0
         self.encoder_widths = self._blocks("encoder", n_features, hidden)
         self._linear("encoder.hidden", hidden[-1], hidden[-1])
-        self._linear("encoder.to_latent", hidden[-1], latent)
+        # A variational encoder gives the posterior's mean and log-variance side by side.
+        latent_out = latent * (2 if model_config.get("variational", False) else 1)
+        self._linear("encoder.to_latent", hidden[-1], latent_out)
         self._linear("projection", latent, projection)
         self.decoder_widths = self._blocks("decoder", latent, hidden)
         self._linear("decoder.head", hidden[-1], n_features)
@@ -362,7 +366,7 @@ def batched_contrastive(
 class _Trace(NamedTuple):
     """What the forward pass keeps for the backward pass."""
 
-    latent: Tensor
+    latent: Tensor  # what the decoder and the projection see (z of a variational model)
     projection: Tensor
     output: Tensor
     caches: list[tuple]  # one per residual block, encoder then decoder
@@ -370,14 +374,20 @@ class _Trace(NamedTuple):
     hidden_in: Tensor  # input of encoder.hidden
     hidden: Tensor  # ReLU output of encoder.hidden
     head_in: Tensor  # input of decoder.head
-    activated: Tensor  # sigmoid output of the head
+    head_out: Tensor  # output of decoder.head's linear layer
+    activated: Tensor  # sigmoid output of an affine-sigmoid head
+    posterior: tuple[Tensor, Tensor] | None  # (mean, log-variance) of a variational model
 
 
 class StepLosses(NamedTuple):
-    """Per-member loss components of one batch, each of shape ``(M,)``."""
+    """Per-member loss components of one batch, each of shape ``(M,)``.
+
+    ``kl`` is the KL divergence of a variational model's posteriors (0 otherwise).
+    """
 
     reconstruction: Tensor
     contrastive: Tensor
+    kl: Tensor
 
 
 class BatchedSemanticEQ:
@@ -394,6 +404,15 @@ class BatchedSemanticEQ:
         recon_in_consistent_units: ``plugin_units`` heads only: z-score the decoder
             output before the MSE (otherwise the original units mismatch is kept; see
             :func:`~neural_eq_morphing.models.losses.reconstruction_loss`).
+        perceptual_weight: Weight of the perceptual loss
+            (:func:`~neural_eq_morphing.models.perceptual.perceptual_loss`) added to the
+            reconstruction MSE; 0 for none.
+
+    Gradients: everything is written out by hand except, for the ``separate`` head or a
+    perceptual loss, the output stage (head and reconstruction loss): there autograd
+    gives the gradient at the head's linear output, which the hand-written backward then
+    takes through the rest of the network (:meth:`_output_stage_grad`). A variational
+    latent's sampling and KL term are hand-written.
     """
 
     def __init__(
@@ -405,6 +424,7 @@ class BatchedSemanticEQ:
         zscore_mean: Tensor | None = None,
         zscore_std: Tensor | None = None,
         recon_in_consistent_units: bool = False,
+        perceptual_weight: float = 0.0,
     ) -> None:
         self.layout = ParameterLayout(model_config)
         self.model_config = dict(model_config)
@@ -418,7 +438,18 @@ class BatchedSemanticEQ:
         self.dropout_widths = [o for _, o in self.layout.encoder_widths] + [
             o for _, o in self.layout.decoder_widths
         ]
-        slope, scale, shift = head_constants(self.decoder_head)
+        self.variational = bool(self.model_config.get("variational", False))
+        self.latent_dim = int(self.model_config["latent_dim"])
+        if perceptual_weight < 0:
+            raise ValueError(f"perceptual_weight must be at least 0, got {perceptual_weight}")
+        self.perceptual_weight = float(perceptual_weight)
+        if self.perceptual_weight and self.decoder_head == "plugin_units":
+            raise ValueError("the perceptual loss needs a decoder output in normalised space")
+        #: Head and loss differentiated by autograd (the separate head, a perceptual loss).
+        self.autograd_output = self.decoder_head == "separate" or self.perceptual_weight > 0
+        slope, scale, shift = head_constants(
+            "normalised" if self.decoder_head == "separate" else self.decoder_head
+        )
         self._plain_sigmoid = self.decoder_head == "normalised"
         self._head = (slope, scale, shift)
         self._zscore: tuple[Tensor, Tensor] | None = None
@@ -499,7 +530,10 @@ class BatchedSemanticEQ:
             start += width
         return views
 
-    def _forward(self, x: Tensor, masks: Tensor | None) -> _Trace:
+    def _forward(
+        self, x: Tensor, masks: Tensor | None, noise: Tensor | None = None, training: bool = False
+    ) -> _Trace:
+        """Forward pass; ``noise`` ``(M, B, latent_dim)`` samples a variational latent."""
         p = self.params
         mask_views = self._split_masks(masks)
         n_enc = len(p.encoder)
@@ -510,37 +544,65 @@ class BatchedSemanticEQ:
             caches.append(cache)
         hidden_in = h
         hidden = torch.baddbmm(p.hidden_b, hidden_in, p.hidden_w).relu_()
-        latent = torch.baddbmm(p.latent_b, hidden, p.latent_w).tanh_()
+        posterior = None
+        if self.variational:
+            out = torch.baddbmm(p.latent_b, hidden, p.latent_w)
+            mean, log_variance = out[..., : self.latent_dim], out[..., self.latent_dim :]
+            posterior = (mean, log_variance)
+            latent = mean
+            if noise is not None:
+                latent = torch.addcmul(mean, log_variance.mul(0.5).exp_(), noise)
+        else:
+            latent = torch.baddbmm(p.latent_b, hidden, p.latent_w).tanh_()
         projection = torch.baddbmm(p.projection_b, latent, p.projection_w)
         h = latent
         for block, mask in zip(p.decoder, mask_views[n_enc:], strict=True):
             h, cache = _block_forward(h, block, mask)
             caches.append(cache)
         pre = torch.baddbmm(p.head_b, h, p.head_w)
-        if self._plain_sigmoid:
+        if self.decoder_head == "separate":
+            activated = output = separate_head(pre)
+            if not training:
+                output = output.clamp(0.0, 1.0)
+        elif self._plain_sigmoid:
             activated = output = torch.sigmoid(pre)
         else:
             slope, scale, shift = self._head
             activated = torch.sigmoid(pre * slope)
             output = torch.addcmul(shift, activated, scale)
         return _Trace(
-            latent, projection, output, caches, mask_views, hidden_in, hidden, h, activated
+            latent,
+            projection,
+            output,
+            caches,
+            mask_views,
+            hidden_in,
+            hidden,
+            h,
+            pre,
+            activated,
+            posterior,
         )
 
-    def forward(self, x: Tensor, masks: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, x: Tensor, masks: Tensor | None = None, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Batched forward pass (no gradients).
 
         Args:
             x: Features ``(M, B, 13)`` (or ``(B, 13)``, shared by all members).
             masks: Scaled dropout masks ``(M, B, dropout_width)`` for training mode, or
                 ``None`` for eval mode.
+            noise: Standard normal draws ``(M, B, latent_dim)`` that sample a variational
+                latent (training mode); ``None``: the posterior mean.
 
         Returns:
             ``(latent, projection, reconstruction)``, each with leading dims ``(M, B)``.
         """
         if x.ndim == 2:
             x = x.expand(self.members, *x.shape)
-        trace = self._forward(x, masks)
+        training = masks is not None or noise is not None
+        trace = self._forward(x, masks, noise, training)
         return trace.latent, trace.projection, trace.output
 
     def _reconstruction(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -567,6 +629,70 @@ class BatchedSemanticEQ:
         recon = diff.square().sum(dim=(1, 2)).mul_(scale.view(-1))
         return recon, diff.mul_(scale * 2.0)
 
+    def _per_row_reconstruction(self, output: Tensor, target: Tensor) -> Tensor:
+        """Reconstruction loss of each row, ``(M, N)``.
+
+        The MSE over the 13 columns (of the z-scored output with consistent units), plus
+        the weighted perceptual loss.
+        """
+        if self._zscore is not None:
+            output = (output - self._zscore[0]) / self._zscore[1]
+        per_row = (output - target).square().mean(-1)
+        if self.perceptual_weight:
+            per_row = per_row + self.perceptual_weight * perceptual_loss_per_row(output, target)
+        return per_row
+
+    def _affine_sigmoid_stage_grad(
+        self, trace: _Trace, target: Tensor, valid: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Reconstruction MSE per member and its gradient at the head output, by hand."""
+        if valid is None:
+            recon, diff = self._reconstruction(trace.output, target)
+            d_out = diff.mul_(2.0 / (target.shape[1] * diff.shape[-1]))
+        else:
+            recon, d_out = self._masked_reconstruction(trace.output, target, valid)
+        if self._zscore is not None:
+            d_out = d_out.div_(self._zscore[1])
+        if self._plain_sigmoid:
+            return recon, _sigmoid_backward(d_out, trace.activated)
+        slope, scale, _ = self._head
+        return recon, _sigmoid_backward(d_out * scale, trace.activated).mul_(slope)
+
+    def _output_stage_grad(
+        self, head_out: Tensor, target: Tensor, valid: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Reconstruction loss per member and its gradient at ``head_out``, by autograd.
+
+        The head (training mode: the separate head unclipped) and
+        :meth:`_per_row_reconstruction` on the linear output ``head_out`` ``(M, B, 13)``;
+        each member's loss is the mean over its valid rows.
+        """
+        # The training loop runs in inference mode; autograd needs ordinary tensors.
+        with torch.inference_mode(False), torch.enable_grad():
+            pre = head_out.clone().requires_grad_(True)
+            target = target.clone()
+            if self.decoder_head == "separate":
+                output = separate_head(pre)
+            else:
+                slope, scale, shift = self._head
+                output = torch.addcmul(shift, torch.sigmoid(pre * slope), scale)
+            per_row = self._per_row_reconstruction(output, target)
+            if valid is None:
+                recon = per_row.mean(-1)
+            else:
+                weights = valid.clone().to(per_row.dtype)
+                recon = (per_row * weights).sum(-1) / weights.sum(-1).clamp_min(1.0)
+            (d_pre,) = torch.autograd.grad(recon.sum(), pre)
+        return recon.detach(), d_pre
+
+    def _kl(self, trace: _Trace, valid: Tensor | None) -> Tensor:
+        """Per-row KL divergence ``(M, B)`` of a variational trace's posteriors."""
+        if trace.posterior is None:
+            return torch.zeros(trace.latent.shape[:2])
+        mean, log_variance = trace.posterior
+        per_row = (mean.square() + log_variance.exp() - log_variance - 1.0).sum(-1).mul_(0.5)
+        return per_row if valid is None else per_row.mul_(valid)
+
     # ----------------------------------------------------------------- training
     def loss_and_grad(
         self,
@@ -575,8 +701,11 @@ class BatchedSemanticEQ:
         masks: Tensor | None,
         contrastive_weight: float | Tensor,
         valid: Tensor | None = None,
+        *,
+        noise: Tensor | None = None,
+        kl_weight: float = 0.0,
     ) -> StepLosses:
-        """Forward and backward of ``reconstruction + weight · contrastive`` on one batch.
+        """Forward and backward of ``reconstruction + weight · contrastive (+ β · KL)``.
 
         Fills :attr:`grad` (overwriting it) with the gradient of every member's loss.
 
@@ -592,28 +721,25 @@ class BatchedSemanticEQ:
                 contribute exactly nothing, but must hold finite values). A member
                 without valid rows gets losses 0 and a zero gradient. ``None``: every
                 row is valid.
+            noise: A variational model's standard normal draws ``(M, B, latent_dim)``:
+                the decoder sees ``z = μ + sigma · noise``. Required for such a model.
+            kl_weight: β, the weight of the KL term (variational models).
 
         Returns:
             The unweighted loss components per member.
         """
         p, g = self.params, self.grads
         batch = x.shape[1]
-        trace = self._forward(x, masks)
+        if self.variational and noise is None:
+            raise ValueError("a variational model's training step needs its noise draws")
+        trace = self._forward(x, masks, noise if self.variational else None, training=True)
         n_enc = len(p.encoder)
 
-        # Reconstruction: MSE, through the head's affine sigmoid.
-        if valid is None:
-            recon, diff = self._reconstruction(trace.output, x)
-            d_out = diff.mul_(2.0 / (batch * diff.shape[-1]))
+        # Reconstruction: the output stage by autograd, or MSE through the affine sigmoid.
+        if self.autograd_output:
+            recon, d_pre = self._output_stage_grad(trace.head_out, x, valid)
         else:
-            recon, d_out = self._masked_reconstruction(trace.output, x, valid)
-        if self._zscore is not None:
-            d_out = d_out.div_(self._zscore[1])
-        if self._plain_sigmoid:
-            d_pre = _sigmoid_backward(d_out, trace.activated)
-        else:
-            slope, scale, _ = self._head
-            d_pre = _sigmoid_backward(d_out * scale, trace.activated).mul_(slope)
+            recon, d_pre = self._affine_sigmoid_stage_grad(trace, x, valid)
         torch.bmm(trace.head_in.transpose(1, 2), d_pre, out=g.head_w)
         torch.sum(d_pre, dim=1, keepdim=True, out=g.head_b)
         dh = torch.bmm(d_pre, p.head_w.transpose(1, 2))
@@ -634,8 +760,13 @@ class BatchedSemanticEQ:
         torch.sum(d_proj, dim=1, keepdim=True, out=g.projection_b)
         d_latent = torch.baddbmm(dh, d_proj, p.projection_w.transpose(1, 2))
 
-        # Encoder tail (Linear -> ReLU -> Linear -> tanh) and blocks.
-        d_latent_pre = _tanh_backward(d_latent, trace.latent)
+        # Latent: tanh, or a variational model's sampling and KL term; then the encoder
+        # tail (Linear -> ReLU -> Linear) and blocks.
+        kl_rows = self._kl(trace, valid)
+        if trace.posterior is None:
+            d_latent_pre = _tanh_backward(d_latent, trace.latent)
+        else:
+            d_latent_pre = self._posterior_backward(d_latent, trace, noise, valid, kl_weight)
         torch.bmm(trace.hidden.transpose(1, 2), d_latent_pre, out=g.latent_w)
         torch.sum(d_latent_pre, dim=1, keepdim=True, out=g.latent_b)
         d_hidden = _threshold_backward(
@@ -648,7 +779,38 @@ class BatchedSemanticEQ:
             dh = _block_backward(
                 dh, p.encoder[j], g.encoder[j], trace.caches[j], trace.masks[j], need_dx=j > 0
             )
-        return StepLosses(recon, contrastive.loss)
+        rows = batch if valid is None else valid.sum(1).clamp_min(1)
+        return StepLosses(recon, contrastive.loss, kl_rows.sum(1) / rows)
+
+    def _posterior_backward(
+        self,
+        d_latent: Tensor,
+        trace: _Trace,
+        noise: Tensor | None,
+        valid: Tensor | None,
+        kl_weight: float,
+    ) -> Tensor:
+        """Gradient at ``to_latent``'s output ``[μ | log_var]`` of a variational model.
+
+        ``z = μ + exp(log_var / 2) · ε`` passes ``dz`` to ``μ`` and ``dz · ε · sigma / 2`` to
+        ``log_var``; the KL term (mean over the member's rows, weight β) adds
+        ``β μ / n`` and ``β (sigma² - 1) / (2n)``.
+        """
+        if trace.posterior is None or noise is None:  # pragma: no cover - checked by callers
+            raise RuntimeError("the posterior backward needs a variational trace and its noise")
+        mean, log_variance = trace.posterior
+        sigma = log_variance.mul(0.5).exp_()
+        d_log_variance = d_latent * noise * sigma * 0.5
+        d_mean = d_latent
+        if kl_weight:
+            if valid is None:
+                coef = torch.full((mean.shape[0], 1, 1), kl_weight / mean.shape[1])
+            else:
+                rows = valid.sum(1, dtype=mean.dtype).clamp_min_(1.0)
+                coef = (kl_weight / rows).view(-1, 1, 1) * valid.unsqueeze(-1)
+            d_mean = d_mean + coef * mean
+            d_log_variance += coef * 0.5 * (sigma * sigma - 1.0)
+        return torch.cat([d_mean, d_log_variance], dim=-1)
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, labels: Tensor, batch_size: int) -> StepLosses:
@@ -666,30 +828,30 @@ class BatchedSemanticEQ:
             Per-member loss components, each ``(M,)``.
         """
         members, n = self.members, x.shape[0]
-        trace = self._forward(x.expand(members, *x.shape), None)
-        projection, output = trace.projection, trace.output
         target = x.expand(members, *x.shape)
-        if self._zscore is not None:
-            output = (output - self._zscore[0]).div_(self._zscore[1])
-        per_row = (output - target).square_().mean(-1)
+        trace = self._forward(target, None)
+        projection = trace.projection
+        # Reconstruction and KL per row, side by side: (M, n, 2).
+        per_row = torch.stack(
+            [self._per_row_reconstruction(trace.output, target), self._kl(trace, None)], -1
+        )
         full, rest = divmod(n, batch_size)
         recon_parts, contrastive_parts = [], []
         if full:
             rows = full * batch_size
-            recon_parts.append(per_row[:, :rows].reshape(members, full, batch_size).mean(-1))
+            recon_parts.append(per_row[:, :rows].reshape(members, full, batch_size, 2).mean(2))
             proj = projection[:, :rows].reshape(members * full, batch_size, -1)
             lab = labels[:rows].reshape(full, batch_size).repeat(members, 1)
             loss = batched_contrastive(proj, lab, self.temperature).loss
             contrastive_parts.append(loss.view(members, full))
         if rest:
-            recon_parts.append(per_row[:, n - rest :].mean(-1, keepdim=True))
+            recon_parts.append(per_row[:, n - rest :].mean(1, keepdim=True))
             loss = batched_contrastive(
                 projection[:, n - rest :], labels[n - rest :], self.temperature
             ).loss
             contrastive_parts.append(loss.view(members, 1))
-        return StepLosses(
-            torch.cat(recon_parts, dim=1).mean(1), torch.cat(contrastive_parts, dim=1).mean(1)
-        )
+        recon, kl = torch.cat(recon_parts, dim=1).mean(1).unbind(-1)
+        return StepLosses(recon, torch.cat(contrastive_parts, dim=1).mean(1), kl)
 
     @torch.no_grad()
     def evaluate_members(
@@ -716,20 +878,20 @@ class BatchedSemanticEQ:
         if len(counts) != members or not all(1 <= c <= n for c in counts):
             raise ValueError(f"counts must be {members} values in [1, {n}], got {list(counts)}")
         trace = self._forward(x, None)
-        output = trace.output
-        if self._zscore is not None:
-            output = (output - self._zscore[0]).div_(self._zscore[1])
-        per_row = (output - x).square_().mean(-1)
+        # Reconstruction and KL per row, side by side: (M, N, 2).
+        per_row = torch.stack(
+            [self._per_row_reconstruction(trace.output, x), self._kl(trace, None)], -1
+        )
         batches = -(-n // batch_size)
         pad = batches * batch_size - n
         projection = torch.nn.functional.pad(trace.projection, (0, 0, 0, pad))
-        per_row = torch.nn.functional.pad(per_row, (0, pad))
+        per_row = torch.nn.functional.pad(per_row, (0, 0, 0, pad))
         labels = torch.nn.functional.pad(labels, (0, pad))
         valid = torch.arange(batches * batch_size) < torch.tensor(counts).unsqueeze(1)
         valid = valid.view(members, batches, batch_size)
         rows = valid.sum(-1)
-        recon = per_row.view(members, batches, batch_size).mul_(valid).sum(-1)
-        recon = recon / rows.clamp_min(1)
+        sums = per_row.view(members, batches, batch_size, 2).mul_(valid.unsqueeze(-1)).sum(2)
+        means = sums / rows.clamp_min(1).unsqueeze(-1)
         contrastive = batched_contrastive(
             projection.view(members * batches, batch_size, -1),
             labels.view(members * batches, batch_size),
@@ -738,6 +900,5 @@ class BatchedSemanticEQ:
         ).loss.view(members, batches)
         used = rows > 0
         n_batches = used.sum(1)
-        return StepLosses(
-            recon.mul_(used).sum(1) / n_batches, contrastive.mul_(used).sum(1) / n_batches
-        )
+        recon, kl = (means.mul_(used.unsqueeze(-1)).sum(1) / n_batches.unsqueeze(-1)).unbind(-1)
+        return StepLosses(recon, contrastive.mul_(used).sum(1) / n_batches, kl)

@@ -15,6 +15,7 @@ import pandas as pd
 
 from neural_eq_morphing.eq.normalisers import (
     IdentityNormaliser,
+    MinMaxNormaliser,
     ZScoreNormaliser,
     normaliser_from_dict,
 )
@@ -64,6 +65,44 @@ def decoder_normaliser(
     if decoder_head == "plugin_units" and recon_in_consistent_units:
         return IdentityNormaliser().to_dict()
     return dict(feature_normaliser)
+
+
+def check_output_space(feature_normaliser: Mapping[str, Any], config: TrainingConfig) -> None:
+    """Check that a design's feature normaliser is the space its decoder and loss assume.
+
+    The ``separate`` heads and the perceptual loss read the decoder output in Log 2's
+    normalised space (plug-in limits, log10 on frequencies and Q): the separate frequency
+    head is ``log10(Hz)`` scaled by the band's log limits, and the perceptual loss maps
+    the output to dB / Hz / Q with that normaliser's inverse.
+
+    Raises:
+        ValueError: Either needs that normaliser and the design has another.
+    """
+    needs = [
+        what
+        for what, used in (
+            ("decoder_head: separate", config.decoder_head == "separate"),
+            ("a perceptual_weight above 0", config.perceptual_weight > 0),
+        )
+        if used
+    ]
+    if not needs:
+        return
+    given = dict(feature_normaliser)
+    if "columns" in given:  # a built normaliser's description (to_dict)
+        wanted = MinMaxNormaliser.from_plugin_limits(("freq", "q")).to_dict()
+        if normaliser_from_dict(given).to_dict() == wanted:
+            return
+    elif given.get("kind") == "minmax" and sorted(given.get("log_kinds", ["freq", "q"])) == [
+        "freq",
+        "q",
+    ]:  # a design's parameter block
+        return
+    raise ValueError(
+        f"{' and '.join(needs)} needs the feature normaliser "
+        "{kind: minmax, log_kinds: [freq, q]} (Log 2's: plug-in limits, log10 on "
+        f"frequencies and Q), got {given}"
+    )
 
 
 def train_on_tables(

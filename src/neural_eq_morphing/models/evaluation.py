@@ -143,13 +143,19 @@ def _interpolations(centroids: np.ndarray, step: float) -> np.ndarray:
     return np.array(points).reshape(-1, centroids.shape[1])
 
 
-def random_latents(evaluation: Mapping[str, Any], latent_dim: int) -> np.ndarray:
-    """``n_random_latents`` points uniform in [-1, 1]^latent_dim (the tanh range).
+def random_latents(evaluation: Mapping[str, Any], model: SemanticEQModel) -> np.ndarray:
+    """``n_random_latents`` random points of ``model``'s latent space.
 
-    Seeded by the evaluation's ``seed``, so every model is probed at the same points.
+    Uniform in [-1, 1]^latent_dim (the tanh range) for a deterministic model; drawn from
+    the standard normal prior for a variational one (what a β-VAE's decoder is trained to
+    decode). Seeded by the evaluation's ``seed``, so every model is probed at the same
+    points.
     """
     rng = np.random.default_rng(int(evaluation["seed"]))
-    return rng.uniform(-1.0, 1.0, (int(evaluation["n_random_latents"]), latent_dim))
+    shape = (int(evaluation["n_random_latents"]), model.latent_dim)
+    if model.variational:
+        return rng.standard_normal(shape)
+    return rng.uniform(-1.0, 1.0, shape)
 
 
 def range_validity(
@@ -163,8 +169,7 @@ def range_validity(
 
     Sets: test reconstructions, term centroids, pairwise interpolations between the term
     centroids (α in steps of ``interpolation_step``, endpoints excluded) and
-    ``n_random_latents`` random latent points, uniform in [-1, 1] (the tanh range), seeded
-    by ``seed``.
+    ``n_random_latents`` random latent points (:func:`random_latents`), seeded by ``seed``.
 
     Returns:
         ``{set name: range_report}`` (see :func:`neural_eq_morphing.eq.validity.range_report`).
@@ -178,9 +183,7 @@ def range_validity(
         "test_reconstructions": inverse(test_output),
         "term_centroids": decode(model, decoder_normaliser, centre_latents),
         "interpolations": decode(model, decoder_normaliser, interpolations),
-        "random_latents": decode(
-            model, decoder_normaliser, random_latents(evaluation, len(columns))
-        ),
+        "random_latents": decode(model, decoder_normaliser, random_latents(evaluation, model)),
     }
     return {name: range_report(values, int(evaluation["n_worst"])) for name, values in sets.items()}
 
@@ -369,12 +372,16 @@ def generation(
 def training_health(history: pd.DataFrame, evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """Whether the contrastive loss fell: mean of the last N epochs below the first N.
 
-    With fewer than 2·N epochs the two windows would overlap, so the verdict is ``None``.
+    With fewer than 2·N epochs the two windows would overlap, and a design trained
+    without the contrastive term (weight 0 throughout, e.g. a β-VAE) has nothing to
+    learn there: then the verdict is ``None``.
     """
     window = int(evaluation["health_window"])
-    values = history.sort_values("epoch")["train_contrastive"].to_numpy()
+    ordered = history.sort_values("epoch")
+    values = ordered["train_contrastive"].to_numpy()
     first, last = float(values[:window].mean()), float(values[-window:].mean())
-    fell = bool(last < first) if len(values) >= 2 * window else None
+    trained = bool((ordered["contrastive_weight"] > 0).any())
+    fell = bool(last < first) if trained and len(values) >= 2 * window else None
     return {"contrastive_first": first, "contrastive_last": last, "contrastive_fell": fell}
 
 

@@ -70,8 +70,8 @@ def reconstruction_loss(
 ) -> Tensor:
     """Mean squared reconstruction error of one batch (mean over rows and columns).
 
-    * ``"normalised"`` head (Log 2): MSE between the decoder output and the target, both
-      in normalised space.
+    * ``"normalised"`` head (Log 2) and ``"separate"`` heads: MSE between the decoder
+      output and the target, both in normalised space.
     * ``"plugin_units"`` head, ``consistent_units=False`` (Log 1, the original, failed
       design, reproduced on purpose): MSE between the decoder output in plug-in units
       (dB, Hz, Q) and the z-scored target — a units mismatch.
@@ -81,7 +81,7 @@ def reconstruction_loss(
     Args:
         reconstruction: Decoder output, shape ``(..., batch, 13)``.
         target: Normalised target features, same shape.
-        decoder_head: ``"plugin_units"`` or ``"normalised"``.
+        decoder_head: ``"plugin_units"``, ``"normalised"`` or ``"separate"``.
         consistent_units: See above; ``plugin_units`` heads only (the normalised head is
             consistent already; asking for it there is an error).
         zscore_mean: Column means of the z-score normaliser, shape ``(13,)``.
@@ -98,3 +98,20 @@ def reconstruction_loss(
             raise ValueError("consistent units need the z-score mean and std of the normaliser")
         reconstruction = (reconstruction - zscore_mean) / zscore_std
     return (reconstruction - target).square().mean(dim=(-2, -1))
+
+
+def kl_divergence(mean: Tensor, log_variance: Tensor) -> Tensor:
+    """KL divergence of the diagonal Gaussian posteriors from the standard normal prior.
+
+    ``KL_i = ½ Σ_d (μ_id² + exp(log_var_id) - log_var_id - 1)`` per row, averaged over the
+    rows of each batch.
+
+    Args:
+        mean: Posterior means ``(..., batch, latent_dim)``.
+        log_variance: Posterior log-variances, same shape.
+
+    Returns:
+        The mean KL per batch, of shape ``mean.shape[:-2]``.
+    """
+    per_row = 0.5 * (mean.square() + log_variance.exp() - log_variance - 1.0).sum(-1)
+    return per_row.mean(-1)

@@ -93,6 +93,9 @@ HISTORY_COLUMNS: tuple[str, ...] = (
     "val_contrastive",
     "contrastive_weight",
     "learning_rate",
+    "train_kl",
+    "val_kl",
+    "kl_weight",
 )
 #: Columns of :attr:`TrainingResult.history` from :func:`train_members`, in order: the
 #: member's index into the ``members`` given, then :data:`HISTORY_COLUMNS`.
@@ -120,7 +123,7 @@ class TrainingConfig:
     a default are implementation knobs.
 
     Attributes:
-        decoder_head: ``"plugin_units"`` or ``"normalised"`` (see
+        decoder_head: ``"plugin_units"``, ``"normalised"`` or ``"separate"`` (see
             :mod:`~neural_eq_morphing.models.modules`).
         recon_in_consistent_units: ``plugin_units`` heads only: z-score the decoder
             output before the MSE (the ablation); ``False`` keeps the original units
@@ -138,6 +141,13 @@ class TrainingConfig:
         lr_schedule: Use ReduceLROnPlateau on the validation total loss.
         lr_factor: LR multiplier of the schedule.
         lr_patience: Epochs without improvement before the LR is reduced.
+        variational: A β-VAE latent (a diagonal Gaussian posterior, decoded from a
+            sample in training) instead of the tanh one.
+        kl_weight_start: β of the first epoch (the KL term's weight; variational only).
+        kl_weight_end: β of the last epoch (linear in between: KL annealing).
+        perceptual_weight: Weight of the perceptual loss (C-weighted dB response error,
+            :mod:`~neural_eq_morphing.models.perceptual`) added to the reconstruction
+            MSE; 0 for none. Needs a decoder output in Log 2's normalised space.
         betas: Adam's ``(beta1, beta2)`` (torch's default).
         eps: Adam's ``eps`` (torch's default).
         lr_threshold: Relative improvement the schedule counts as better (torch's
@@ -167,6 +177,10 @@ class TrainingConfig:
     lr_schedule: bool
     lr_factor: float
     lr_patience: int
+    variational: bool
+    kl_weight_start: float
+    kl_weight_end: float
+    perceptual_weight: float
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     lr_threshold: float = 1e-4
@@ -186,6 +200,25 @@ class TrainingConfig:
                 f"not to {self.decoder_head!r}",
             ),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (
+                min(self.kl_weight_start, self.kl_weight_end) >= 0,
+                "kl_weight_start and kl_weight_end must be at least 0, got "
+                f"{self.kl_weight_start} and {self.kl_weight_end}",
+            ),
+            (
+                self.variational or self.kl_weight_start == self.kl_weight_end == 0,
+                "kl_weight_start and kl_weight_end apply to variational models only; set "
+                "variational: true or both weights to 0",
+            ),
+            (
+                self.perceptual_weight >= 0,
+                f"perceptual_weight must be at least 0, got {self.perceptual_weight}",
+            ),
+            (
+                self.perceptual_weight == 0 or self.decoder_head != "plugin_units",
+                "perceptual_weight needs a decoder output in normalised space "
+                "(decoder_head normalised or separate), not plugin_units",
+            ),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
             (0.0 <= self.dropout < 1.0, f"dropout must lie in [0, 1), got {self.dropout}"),
             (len(self.hidden_dims) >= 1, "hidden_dims needs at least one block width"),
@@ -247,13 +280,20 @@ class TrainingConfig:
             "latent_dim": self.latent_dim,
             "projection_dim": self.projection_dim,
             "dropout": self.dropout,
+            "variational": self.variational,
         }
 
     def contrastive_weights(self) -> list[float]:
         """Contrastive weight per epoch: linear from the start to the end value."""
+        return self._schedule(self.contrastive_weight_start, self.contrastive_weight_end)
+
+    def kl_weights(self) -> list[float]:
+        """β (the KL term's weight) per epoch: linear from the start to the end value."""
+        return self._schedule(self.kl_weight_start, self.kl_weight_end)
+
+    def _schedule(self, start: float, end: float) -> list[float]:
         if self.epochs == 1:
-            return [float(self.contrastive_weight_start)]
-        start, end = self.contrastive_weight_start, self.contrastive_weight_end
+            return [float(start)]
         return [start + (end - start) * e / (self.epochs - 1) for e in range(self.epochs)]
 
 
@@ -827,6 +867,8 @@ class _Group:
     data: _Data
     #: Per epoch, the contrastive weight: one number, or one per member when they differ.
     weights: list[float | Tensor]
+    #: Per epoch, β (the KL term's weight).
+    kl_weights: list[float]
     records: list[dict[str, list[Any]]] = field(default_factory=list)
     epoch_s: list[float] = field(default_factory=list)
 
@@ -848,6 +890,7 @@ class _Group:
             zscore_mean=mean,
             zscore_std=std,
             recon_in_consistent_units=config.recon_in_consistent_units,
+            perceptual_weight=config.perceptual_weight,
         )
         schedules = [c.contrastive_weights() for c in configs or [config]]
         weights: list[float | Tensor] = [
@@ -855,7 +898,9 @@ class _Group:
             for values in zip(*schedules, strict=True)
         ]
         optimiser = MemberAdam(config, ensemble, configs)
-        return cls(ensemble, generators, optimiser, members, seeds, data, weights)
+        return cls(
+            ensemble, generators, optimiser, members, seeds, data, weights, config.kl_weights()
+        )
 
 
 class _EpochReporter:
@@ -941,11 +986,13 @@ def _run_group(
     # inference_mode: nothing here uses autograd, and it makes every op a little cheaper.
     # It is per thread, hence here.
     with torch.inference_mode():
-        for epoch, weight in enumerate(group.weights, start=1):
+        for epoch, (weight, kl_weight) in enumerate(
+            zip(group.weights, group.kl_weights, strict=True), start=1
+        ):
             if stop.is_set():
                 return
             epoch_started = time.perf_counter()
-            record = _epoch(config, group, weight)
+            record = _epoch(config, group, weight, kl_weight)
             group.optimiser.end_epoch(record["val_loss"])
             group.records.append(record)
             group.epoch_s.append(time.perf_counter() - epoch_started)
@@ -989,14 +1036,17 @@ def _permutations(data: _Data, generators: Sequence[torch.Generator]) -> Tensor:
     return perms
 
 
-def _epoch(config: TrainingConfig, group: _Group, weight: float | Tensor) -> dict[str, list[Any]]:
+def _epoch(
+    config: TrainingConfig, group: _Group, weight: float | Tensor, kl_weight: float
+) -> dict[str, list[Any]]:
     """Train every member of a group for one epoch and validate; one value per member.
 
     Step ``s`` takes rows ``s·batch_size`` to ``(s+1)·batch_size`` of each member's
     permutation: ``sizes[k]`` rows, fewer in a member's last step, none after it. While
     all sizes agree (always with shared rows) the step is the plain batched one; else the
     batches are padded to the largest with a row mask, and members without rows take no
-    Adam step. A member's epoch losses are the means over its own steps.
+    Adam step. A member's epoch losses are the means over its own steps. A variational
+    member draws its latent noise after its dropout masks, from the same generator.
     """
     ensemble, generators, optimiser, data = (
         group.ensemble,
@@ -1014,7 +1064,7 @@ def _epoch(config: TrainingConfig, group: _Group, weight: float | Tensor) -> dic
     member_steps = [-(-n // batch_size) for n in counts]
     perms = _permutations(data, generators)
     rows = torch.arange(members).unsqueeze(1)
-    totals = torch.zeros(2, members)
+    totals = torch.zeros(3, members)
     step_weight = weight if isinstance(weight, float) else weight.view(-1, 1, 1)
     for step in range(max(member_steps)):
         start = step * batch_size
@@ -1027,20 +1077,20 @@ def _epoch(config: TrainingConfig, group: _Group, weight: float | Tensor) -> dic
             x, y = data.train.x[rows, index], data.train.y[rows, index]
         masks = None
         if dropout > 0:
-            uniform = (torch.empty if even else torch.zeros)(members, batch, width)
-            for k, (size, generator) in enumerate(zip(sizes, generators, strict=True)):
-                if size:
-                    torch.rand((size, width), generator=generator, out=uniform[k, :size])
+            uniform = _member_draws(torch.rand, sizes, width, generators)
             masks = uniform.ge_(dropout).mul_(keep_scale)
-        if even:
-            losses = ensemble.loss_and_grad(x, y, masks, step_weight)
-            optimiser.step()
-        else:
-            valid = torch.arange(batch) < torch.tensor(sizes).unsqueeze(1)
-            losses = ensemble.loss_and_grad(x, y, masks, step_weight, valid)
-            optimiser.step([size > 0 for size in sizes])  # members without rows: 0 losses
+        noise = None
+        if ensemble.variational:
+            noise = _member_draws(torch.randn, sizes, ensemble.latent_dim, generators)
+        valid = None if even else torch.arange(batch) < torch.tensor(sizes).unsqueeze(1)
+        losses = ensemble.loss_and_grad(
+            x, y, masks, step_weight, valid, noise=noise, kl_weight=kl_weight
+        )
+        # Members without rows this step (0 losses) take no Adam step.
+        optimiser.step(None if even else [size > 0 for size in sizes])
         totals[0] += losses.reconstruction
         totals[1] += losses.contrastive
+        totals[2] += losses.kl
     if len(set(member_steps)) == 1:
         totals /= member_steps[0]
     else:
@@ -1050,15 +1100,34 @@ def _epoch(config: TrainingConfig, group: _Group, weight: float | Tensor) -> dic
     else:
         val = ensemble.evaluate_members(data.val.x, data.val.y, data.val.counts, batch_size)
     return {
-        "train_loss": (totals[0] + weight * totals[1]).tolist(),
+        "train_loss": (totals[0] + weight * totals[1] + kl_weight * totals[2]).tolist(),
         "train_reconstruction": totals[0].tolist(),
         "train_contrastive": totals[1].tolist(),
-        "val_loss": (val.reconstruction + weight * val.contrastive).tolist(),
+        "val_loss": (val.reconstruction + weight * val.contrastive + kl_weight * val.kl).tolist(),
         "val_reconstruction": val.reconstruction.tolist(),
         "val_contrastive": val.contrastive.tolist(),
         "contrastive_weight": [weight] * members if isinstance(weight, float) else weight.tolist(),
         "learning_rate": learning_rates,
+        "train_kl": totals[2].tolist(),
+        "val_kl": val.kl.tolist(),
+        "kl_weight": [kl_weight] * members,
     }
+
+
+def _member_draws(
+    draw: Any, sizes: Sequence[int], width: int, generators: Sequence[torch.Generator]
+) -> Tensor:
+    """Each member's own draws for its rows of a step, ``(M, max(sizes), width)``.
+
+    Member ``k`` draws ``draw((sizes[k], width))`` (``torch.rand`` or ``torch.randn``)
+    from its own generator, as it would alone; padded rows are 0.
+    """
+    even = min(sizes) == max(sizes)
+    out = (torch.empty if even else torch.zeros)(len(sizes), max(sizes), width)
+    for k, (size, generator) in enumerate(zip(sizes, generators, strict=True)):
+        if size:
+            draw((size, width), generator=generator, out=out[k, :size])
+    return out
 
 
 def _append(columns: dict[str, list[Any]], record: Mapping[str, Sequence[Any]]) -> None:

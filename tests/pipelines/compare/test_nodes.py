@@ -171,6 +171,30 @@ def test_comparisons_pair_each_configuration_with_the_baselines_that_have_the_me
     assert ("ablation", "log2", "silhouette", "ablation vs log2") in pairs
 
 
+def test_every_other_design_is_judged_against_the_reference_design():
+    baselines = pd.DataFrame(
+        {"configuration": ["lda"], "fold": ["f"], "seed": [-1], "silhouette": [0.3]}
+    )
+    configurations = {
+        "log1": {"design": "log1"},
+        "log2": {"design": "log2"},
+        "vae2": {"design": "vae2"},
+        "ablation": {"design": "log2"},
+    }
+    pairs = {
+        (c["configuration"], c["against"], c["family"])
+        for c in comparisons(configurations, baselines, "log2")
+        if c["metric"] == "silhouette"
+    }
+    assert ("vae2", "log2", "vae2 vs log2") in pairs
+    assert ("log1", "log2", "log1 vs log2") in pairs
+    assert not any(c == "log2" and a == "log2" for c, a, _ in pairs)
+    assert ("ablation", "log2", "ablation vs log2") in pairs  # its design, as before
+    # A reference left out of compare.designs: no reference verdicts, nothing else lost.
+    without = [c for c in comparisons({"vae2": {"design": "vae2"}}, baselines, "log2")]
+    assert {c["against"] for c in without} == {"lda"}
+
+
 def test_a_metric_added_to_the_evaluation_reaches_run_metrics_and_compare_summary(monkeypatch):
     original = ev.flat_metrics
     monkeypatch.setattr(

@@ -134,6 +134,8 @@ def test_the_html_holds_every_table_and_figure_of_the_markdown(context, report):
         context[name]
         for name in (
             "verdict_table",
+            "best_design_table",
+            "reference_table",
             "fold_summary",
             "metric_descriptions",
             "construction_table",
@@ -148,7 +150,8 @@ def test_the_html_holds_every_table_and_figure_of_the_markdown(context, report):
         headers = [html.escape(str(c), quote=False) for c in table.columns if c]
         assert all(f"<th>{header}</th>" in page for header in headers)
     figures = [figure for name in FIGURES for figure in context[name]]
-    assert len(figures) == 4  # per-fold values, generated EQ, one training figure per design
+    # per-fold values, generated EQ, one training figure per design
+    assert len(figures) == 2 + len(DESIGNS)
     for figure in figures:
         assert figure["src"].startswith("data:image/png;base64,")
         assert len(figure["alt"]) > 60  # says what the figure shows, not just its name
@@ -194,7 +197,7 @@ def test_the_report_says_what_it_measured(context, report, inputs):
         assert f"\n{heading}\n" in f"\n{markdown}"
     assert "2 folds grouped by contributor, 2 seed(s) per fold (1, 2)" in markdown
     # one verdict sentence per design, generated from the verdicts
-    assert len(context["verdict_sentences"]) == 2
+    assert len(context["verdict_sentences"]) == len(DESIGNS)
     assert all(
         s.startswith("**") and "across contributors" in s for s in context["verdict_sentences"]
     )
@@ -212,8 +215,39 @@ def test_the_report_says_what_it_measured(context, report, inputs):
     assert why["Log 1 <original>"].startswith("not guaranteed")
     assert f"- SAFE-DB SHA-256 {'f' * 64} (NOT published)\n" in markdown
     assert "- git commit: abc123\n" in markdown
-    assert "MLflow parent run parent0 with 12 nested runs" in markdown
+    runs = (len(DESIGNS) + 1) * 2 * 2  # (designs + one ablation) × folds × seeds
+    assert f"MLflow parent run parent0 with {runs} nested runs" in markdown
     assert "nan" not in markdown.lower().split()
+
+
+def test_every_design_is_judged_against_log2_and_the_questions_are_answered(context, inputs):
+    verdicts = inputs[1]
+    others = [d for d in DESIGNS if d != "log2"]
+    against_log2 = verdicts[verdicts["against"] == "log2"]
+    assert set(against_log2["configuration"]) == {*others, "log2_short"}
+    table = context["reference_table"].set_index("metric")
+    assert list(table.columns) == [
+        "better",
+        DESIGNS["log2"]["label"],
+        *(DESIGNS[d]["label"] if d != "log1" else "Log 1 <original>" for d in others),
+    ]
+    row = verdicts[
+        (verdicts["configuration"] == others[-1])
+        & (verdicts["against"] == "log2")
+        & (verdicts["metric"] == "silhouette")
+    ].iloc[0]
+    assert table.loc["silhouette", DESIGNS[others[-1]]["label"]].endswith(row["verdict"])
+    # One plain answer per question, naming the baseline and a yes or a no.
+    answers = context["question_answers"]
+    assert len(answers) == 2
+    assert answers[0].startswith("**Does any design beat the mean preset on generation_rms_db?**")
+    assert answers[1].startswith("**Does any design beat the normalised parameters on probe_auc?**")
+    assert all(" Yes: " in a or " No. " in a for a in answers)
+    best = context["best_design_table"].set_index("metric")
+    assert set(best["best design"]) <= {
+        "Log 1 <original>",
+        *(spec["label"] for spec in DESIGNS.values()),
+    }
 
 
 def test_a_missing_template_value_is_an_error(context):
@@ -225,7 +259,7 @@ def test_a_missing_template_value_is_an_error(context):
 def test_publish_results_takes_every_figure_from_the_markdown(context, report):
     markdown, _ = report
     doc, figures = publish_results(markdown, "images/results")
-    assert list(figures) == [f"figure_{n}" for n in range(1, 5)]
+    assert list(figures) == [f"figure_{n}" for n in range(1, 3 + len(DESIGNS))]
     first = context["per_fold_figures"][0]
     assert figures["figure_1"] == base64.b64decode(first["src"].split(",", 1)[1])
     assert f"![{first['alt']}](images/results/figure_1.png)" in doc

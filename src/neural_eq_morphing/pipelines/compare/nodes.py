@@ -172,7 +172,7 @@ def _protocol_metrics(
         _in_order(latent, context.test["entry_id"]),
         {str(term): row.to_numpy() for term, row in presets.iterrows()},
         morph,
-        decode(model, output_space, random_latents(evaluation, centroids.shape[1])),
+        decode(model, output_space, random_latents(evaluation, model)),
     )
     metrics["reconstruction_rms_db"] = evaluated.metrics["reconstruction_rms_db.mean"]
     return metrics
@@ -258,9 +258,10 @@ def run_configurations(
     """Train and measure every configuration on every fold and seed.
 
     A configuration has one member per fold and seed (each with its fold's training and
-    validation rows and its fold's feature normaliser) and, for a design (not an
-    ablation), one reproduction member per seed trained on the original terms' training
-    split and measured in-sample. The configurations of one :func:`ensembles` family
+    validation rows and its fold's feature normaliser) and, for a design the original
+    write-up makes claims about (``compare.claimed``: Log 1 and Log 2), one reproduction
+    member per seed trained on the original terms' training split and measured
+    in-sample. The configurations of one :func:`ensembles` family
     (e.g. Log 2 and its ablations) train together as one batched ensemble, each member
     with its own configuration; their time is shared out by members.
 
@@ -272,7 +273,7 @@ def run_configurations(
         reproduction_split: Their contributor-grouped split (the project's ``split``).
         configurations: Output of :func:`configurations_of`.
         evaluation: The evaluation parameters.
-        compare: ``n_seeds`` and ``first_seed`` (seeds per fold).
+        compare: ``n_seeds`` and ``first_seed`` (seeds per fold), ``claimed``.
 
     Returns:
         The fold metrics (one row per configuration, fold and seed: the protocol metrics,
@@ -285,6 +286,8 @@ def run_configurations(
     seeds = compare_seeds(compare)
     folds = fold_names(fold_table)
     fold_rows, reproduction_rows, histories, examples = [], [], [], {}
+    # The reproduction is of the original write-up's figures: its designs only.
+    claimed = set(compare.get("claimed") or {})
     configs = {
         name: TrainingConfig.from_dict(configuration["training"])
         for name, configuration in configurations.items()
@@ -298,7 +301,7 @@ def run_configurations(
                 (fold, fold_assignment(fold_table, settings_filtered, fold), settings_filtered)
                 for fold in folds
             ]
-            if name == configuration["design"]:
+            if name == configuration["design"] and name in claimed:
                 parts.append((REPRODUCTION, reproduction_split, reproduction_settings))
             for fold, assignment, rows in parts:
                 normaliser, tables = _member_tables(rows, assignment, configuration)
@@ -310,7 +313,7 @@ def run_configurations(
         config = configs[family[0]]
         logger.info(
             "Comparing %s as one ensemble: %d members (%d folds x %d seeds each, "
-            "reproduction for the designs), %d epochs",
+            "reproduction for the write-up's designs), %d epochs",
             ", ".join(family),
             len(members),
             len(folds),
@@ -439,14 +442,22 @@ def summarise_comparison(
 
 
 def comparisons(
-    configurations: Mapping[str, Mapping[str, Any]], baseline_fold_metrics: pd.DataFrame
+    configurations: Mapping[str, Mapping[str, Any]],
+    baseline_fold_metrics: pd.DataFrame,
+    reference_design: str | None = None,
 ) -> list[dict[str, str]]:
     """The verdicts to draw, each with its family (Holm's correction works within one).
 
     Each configuration against every baseline that has the metric (family
-    ``<configuration> · <metric family>``), and each ablation against its design on every
-    protocol metric (family ``<ablation> vs <design>``).
+    ``<configuration> · <metric family>``), each ablation against its design on every
+    protocol metric (family ``<ablation> vs <design>``), and every other design against
+    ``reference_design`` (Log 2) on every protocol metric (family ``<design> vs
+    <reference>``), when it is among the compared designs (``compare.designs`` may leave
+    it out).
     """
+    designs = [n for n, c in configurations.items() if n == c["design"]]
+    if reference_design not in designs:
+        reference_design = None
     out = []
     has = {
         metric: list(
@@ -468,16 +479,20 @@ def comparisons(
                         "metric": metric,
                     }
                 )
-        if name != configuration["design"]:
-            for metric in METRICS:
-                out.append(
-                    {
-                        "family": f"{name} vs {configuration['design']}",
-                        "configuration": name,
-                        "against": configuration["design"],
-                        "metric": metric,
-                    }
-                )
+        against = configuration["design"]
+        if name == against:  # a design: against the reference design
+            against = reference_design if name != reference_design else None
+        if against is None:
+            continue
+        for metric in METRICS:
+            out.append(
+                {
+                    "family": f"{name} vs {against}",
+                    "configuration": name,
+                    "against": against,
+                    "metric": metric,
+                }
+            )
     return out
 
 
@@ -494,7 +509,7 @@ def judge_comparison(
     )
     return paired_verdicts(
         table,
-        comparisons(configurations, baseline_fold_metrics),
+        comparisons(configurations, baseline_fold_metrics, compare.get("reference_design")),
         {name: spec.better for name, spec in METRICS.items()},
         alpha=float(statistics["alpha"]),
         confidence=float(statistics["confidence"]),

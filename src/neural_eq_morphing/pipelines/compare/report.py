@@ -85,21 +85,24 @@ class Summary:
         return interval(float(row["mean"]), float(row["ci_low"]), float(row["ci_high"]), digits)
 
 
+def _best(summary: Summary, names: Sequence[str], metric: str) -> str | None:
+    """The name with the best mean on ``metric`` (``None`` when none has a value)."""
+    candidates = [n for n in names if np.isfinite(summary.mean(n, metric))]
+    if not candidates:
+        return None
+    better = METRICS[metric].better
+    score = {
+        n: improvement(np.array([summary.mean(n, metric)]), np.array([0.0]), better)[0]
+        for n in candidates
+    }
+    return max(candidates, key=lambda n: score[n])
+
+
 def strongest_baselines(summary: Summary, baselines: Sequence[str]) -> dict[str, str]:
     """Per protocol metric, the baseline with the best mean (references skipped)."""
-    out = {}
-    for metric, spec in METRICS.items():
-        candidates = [
-            b for b in baselines if b not in REFERENCES and np.isfinite(summary.mean(b, metric))
-        ]
-        if not candidates:
-            continue
-        score = {
-            b: improvement(np.array([summary.mean(b, metric)]), np.array([0.0]), spec.better)[0]
-            for b in candidates
-        }
-        out[metric] = max(candidates, key=lambda b: score[b])
-    return out
+    rivals = [b for b in baselines if b not in REFERENCES]
+    best = {metric: _best(summary, rivals, metric) for metric in METRICS}
+    return {metric: name for metric, name in best.items() if name is not None}
 
 
 def _verdict_text(row: Any) -> str:
@@ -278,6 +281,134 @@ def ablation_table(
     return pd.DataFrame.from_records(records)
 
 
+def reference_table(
+    verdicts: pd.DataFrame,
+    summary: Summary,
+    designs: Sequence[str],
+    reference: str,
+    labels: Mapping[str, str],
+) -> pd.DataFrame:
+    """Every other design against the reference design (Log 2), per protocol metric.
+
+    Rows: metrics; columns: the reference's mean [CI], then per design its paired
+    difference [CI] from the reference (positive = the design is better) and verdict.
+    """
+    others = [d for d in designs if d != reference]
+    records = []
+    for metric, spec in METRICS.items():
+        record = {
+            "metric": metric,
+            "better": spec.better,
+            _label(reference, labels): summary.cell(reference, metric),
+        }
+        for design in others:
+            row = _verdict_of(verdicts, design, reference, metric)
+            record[_label(design, labels)] = (
+                "n/a"
+                if row is None
+                else f"{interval(row['difference'], row['ci_low'], row['ci_high'])}: "
+                f"{_verdict_text(row)}"
+            )
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def best_design_table(
+    verdicts: pd.DataFrame,
+    summary: Summary,
+    designs: Sequence[str],
+    strongest: Mapping[str, str],
+    reference: str | None,
+    labels: Mapping[str, str],
+) -> pd.DataFrame:
+    """Per protocol metric: the design with the best mean, and how it fares.
+
+    The best design's mean [CI], its verdict against the metric's strongest baseline and
+    against the reference design (Log 2).
+    """
+    records = []
+    for metric, baseline in strongest.items():
+        best = _best(summary, designs, metric)
+        if best is None:
+            continue
+        against_baseline = _verdict_of(verdicts, best, baseline, metric)
+        against_reference = (
+            None if reference is None else _verdict_of(verdicts, best, reference, metric)
+        )
+        records.append(
+            {
+                "metric": metric,
+                "better": METRICS[metric].better,
+                "best design": _label(best, labels),
+                "its value": summary.cell(best, metric),
+                "vs strongest baseline": (
+                    f"{_label(baseline, labels)}: "
+                    + ("n/a" if against_baseline is None else _difference_text(against_baseline))
+                ),
+                f"vs {_label(reference, labels) if reference else 'reference'}": (
+                    "(is the reference)"
+                    if best == reference
+                    else "n/a"
+                    if against_reference is None
+                    else _difference_text(against_reference)
+                ),
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def _difference_text(row: Any) -> str:
+    return f"{interval(row['difference'], row['ci_low'], row['ci_high'])}: {_verdict_text(row)}"
+
+
+def question_answers(
+    verdicts: pd.DataFrame,
+    summary: Summary,
+    designs: Sequence[str],
+    questions: Sequence[Mapping[str, str]],
+    labels: Mapping[str, str],
+) -> list[str]:
+    """One plain answer per headline question: does any design beat that baseline there?
+
+    A design beats the baseline when its Holm-corrected verdict is "better" (the paired
+    interval excludes zero in the design's favour).
+    """
+    answers = []
+    for question in questions:
+        metric, baseline = question["metric"], question["baseline"]
+        rows = verdicts[
+            (verdicts["against"] == baseline)
+            & (verdicts["metric"] == metric)
+            & verdicts["configuration"].isin(designs)
+        ]
+        if rows.empty:
+            answers.append(f"**{metric} against the {_label(baseline, labels)}:** not measured.")
+            continue
+        winners = [r for _, r in rows.iterrows() if r["verdict"] == BETTER]
+        closest = max(
+            (r for _, r in rows.iterrows()), key=lambda r: (r["difference"], -r["p_holm"])
+        )
+        head = f"**Does any design beat the {_label(baseline, labels)} on {metric}?** "
+        baseline_value = summary.cell(baseline, metric)
+        if winners:
+            answers.append(
+                head
+                + "Yes: "
+                + "; ".join(
+                    f"{_label(r['configuration'], labels)} ({_difference_text(r)})" for r in winners
+                )
+                + f". The {_label(baseline, labels)}: {baseline_value}."
+            )
+        else:
+            answers.append(
+                head + f"No. The {_label(baseline, labels)}: {baseline_value}; the closest design "
+                f"is {_label(closest['configuration'], labels)} at "
+                f"{summary.cell(closest['configuration'], metric)}, difference "
+                f"{_difference_text(closest)}."
+            )
+    return answers
+
+
 def all_verdicts_table(verdicts: pd.DataFrame, labels: Mapping[str, str]) -> pd.DataFrame:
     """Every verdict: configuration, metric, against, difference [CI], Holm p, verdict."""
     return pd.DataFrame(
@@ -300,12 +431,16 @@ def range_guarantee(training: Mapping[str, Any], feature_normaliser: Mapping[str
     """Why a configuration's decoded settings are (or are not) inside the plug-in limits.
 
     A ``normalised`` head is a sigmoid in min-max space: through the min-max inverse it
-    cannot leave the limits. A ``plugin_units`` head is bounded to the limits in plug-in
-    units (tanh and sigmoids scaled to the ranges): with its loss in consistent units its
+    cannot leave the limits. The ``separate`` heads are clipped to [0, 1] of that space
+    in eval mode (the diagnosis's safety net), so they cannot either. A ``plugin_units``
+    head is bounded to the limits in plug-in units (tanh and sigmoids scaled to the
+    ranges): with its loss in consistent units its
     output is used as it is, so it cannot leave them either; otherwise (Log 1) the
     z-score inverse is applied to it, and nothing bounds the result.
     """
     head = training["decoder_head"]
+    if head == "separate":
+        return "guaranteed by construction: separate heads, hard-clipped to the limits"
     if head == "normalised" and feature_normaliser.get("kind") == "minmax":
         return "guaranteed by construction: sigmoid output through the min-max inverse"
     if head == "plugin_units" and training.get("recon_in_consistent_units"):
@@ -525,6 +660,8 @@ def report_context(
     labels = {name: spec["label"] for name, spec in configurations.items()}
     models = list(configurations)
     designs = [n for n, spec in configurations.items() if n == spec["design"]]
+    reference = compare.get("reference_design")
+    reference = reference if reference in designs else None
     baselines = list(dict.fromkeys(baseline_fold_metrics["configuration"]))
     strongest = strongest_baselines(summary, baselines)
     folds = fold_summary(fold_table, settings)
@@ -581,6 +718,19 @@ def report_context(
         ],
         "construction_table": construction_table(summary, configurations, labels),
         "ablation_table": ablation_table(verdicts, summary, configurations, labels),
+        "reference": reference,
+        "reference_label": _label(reference, labels) if reference else "",
+        "reference_table": (
+            reference_table(verdicts, summary, designs, reference, labels)
+            if reference is not None and len(designs) > 1
+            else None
+        ),
+        "best_design_table": best_design_table(
+            verdicts, summary, designs, strongest, reference, labels
+        ),
+        "question_answers": question_answers(
+            verdicts, summary, designs, compare.get("questions") or [], labels
+        ),
         "reproduction_table": reproduction_table(reproduction, compare["claimed"], labels),
         "all_verdicts_table": all_verdicts_table(verdicts, labels),
         "example_fold": example_fold,

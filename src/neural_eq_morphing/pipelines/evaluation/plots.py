@@ -111,38 +111,60 @@ def plot_latent_map(latent_embeddings: pd.DataFrame, label: str) -> Figure:
 
 
 def plot_training_curves(training_history: pd.DataFrame, label: str) -> Figure:
-    """Losses (train and validation), contrastive weight and learning rate per epoch.
+    """Losses (train and validation), loss weights and learning rate per epoch.
 
-    The total-loss panel also shows the total's two weighted parts (reconstruction, and
-    contrastive weight × contrastive loss), so that a total rising with an annealed
-    weight does not read as divergence.
+    The total-loss panel also shows the total's weighted parts (reconstruction,
+    contrastive weight × contrastive loss and, for a β-VAE, β × KL), so that a total
+    rising with an annealed weight does not read as divergence. A design trained without
+    the contrastive term (a β-VAE) gets its KL divergence in that term's panel.
     """
     history = training_history.sort_values("epoch")
     epoch = history["epoch"]
+    kl_weight = history["kl_weight"] if "kl_weight" in history else pd.Series(0.0, history.index)
+    variational = bool((kl_weight > 0).any())
+    contrastive = bool((history["contrastive_weight"] > 0).any())
     figure = Figure(figsize=(11, 7), layout="constrained")
     axes = figure.subplots(2, 2, sharex=True).ravel()
     panels = [
         ("total loss", "train_loss", "val_loss"),
         ("reconstruction loss", "train_reconstruction", "val_reconstruction"),
-        ("contrastive loss", "train_contrastive", "val_contrastive"),
+        ("contrastive loss", "train_contrastive", "val_contrastive")
+        if contrastive or not variational
+        else ("KL divergence (nats per setting)", "train_kl", "val_kl"),
     ]
     for axis, (title, train, validation) in zip(axes, panels, strict=False):
         axis.plot(epoch, history[train], label="train")
         axis.plot(epoch, history[validation], label="validation")
         values = history[[train, validation]].to_numpy()
-        if train == "train_loss":  # the total's two parts, as the loss weighs them
-            weighted = history["contrastive_weight"] * history["train_contrastive"]
+        if train == "train_loss":  # the total's parts, as the loss weighs them
             axis.plot(epoch, history["train_reconstruction"], "--", label="train: reconstruction")
-            axis.plot(epoch, weighted, ":", label="train: weight × contrastive")
-            values = np.concatenate([values, weighted.to_numpy()[:, None]], axis=1)
+            parts = []
+            if contrastive:
+                parts.append(
+                    (
+                        "weight × contrastive",
+                        history["contrastive_weight"] * history["train_contrastive"],
+                    )
+                )
+            if variational:
+                parts.append(("β × KL", kl_weight * history["train_kl"]))
+            for name, weighted in parts:
+                axis.plot(epoch, weighted, ":", label=f"train: {name}")
+                values = np.concatenate([values, weighted.to_numpy()[:, None]], axis=1)
         if values.min() > 0 and values.max() > 10 * values.min():
             axis.set_yscale("log")  # Log 1's reconstruction loss spans decades
         axis.set_title(title)
         axis.legend(fontsize=8)
         axis.grid(True, alpha=0.3)
     axis = axes[3]
-    axis.plot(epoch, history["contrastive_weight"], color="tab:green", label="contrastive weight")
-    axis.set_ylabel("contrastive weight", color="tab:green")
+    if variational and not contrastive:
+        axis.plot(epoch, kl_weight, color="tab:green", label="β (KL weight)")
+        axis.set_ylabel("β (KL weight)", color="tab:green")
+    else:
+        axis.plot(
+            epoch, history["contrastive_weight"], color="tab:green", label="contrastive weight"
+        )
+        axis.set_ylabel("contrastive weight", color="tab:green")
     twin = axis.twinx()
     twin.plot(epoch, history["learning_rate"], color="tab:purple", label="learning rate")
     twin.set_ylabel("learning rate", color="tab:purple")
