@@ -127,9 +127,13 @@ def test_evaluate_is_mean_over_consecutive_batches():
 
 
 def test_stacking_requires_one_config():
-    with pytest.raises(ValueError, match="model_config"):
+    with pytest.raises(ValueError, match="only the normalised and separate heads"):
         BatchedSemanticEQ.from_models(
             [SemanticEQModel("plugin_units"), SemanticEQModel("normalised")]
+        )
+    with pytest.raises(ValueError, match="model_config"):
+        BatchedSemanticEQ.from_models(
+            [SemanticEQModel("normalised"), SemanticEQModel("normalised", latent_dim=8)]
         )
     with pytest.raises(ValueError, match="z-score"):
         BatchedSemanticEQ.from_models(
@@ -254,3 +258,28 @@ def test_variational_step_needs_its_noise_and_perceptual_needs_normalised_space(
         batched.loss_and_grad(x, torch.zeros(3, 4, dtype=torch.long), None, 0.1)
     with pytest.raises(ValueError, match="normalised space"):
         BatchedSemanticEQ.from_models(_members("plugin_units"), perceptual_weight=1.0)
+
+
+def test_a_mixed_ensemble_gives_each_member_its_own_head_and_loss():
+    """Normalised and separate heads, with and without the perceptual loss, in one
+    ensemble: each member's gradient is autograd's on its own module and loss."""
+    heads, perceptual = ("normalised", "separate", "separate"), (0.0, 0.0, 0.8)
+    models = [SemanticEQModel(head, seed=k) for k, head in enumerate(heads)]
+    batched = BatchedSemanticEQ.from_models(models, perceptual_weight=list(perceptual))
+    assert batched.member_heads == list(heads)
+    x, labels, masks, _ = _draws(batched, 3, 16, 32, seed=7)
+    losses = batched.loss_and_grad(x, labels, masks, 0.3)
+    for k, model in enumerate(models):
+        model.train()
+        _with_masks(model, masks[k])
+        _, projection, output = model(x[k])
+        recon = reconstruction_loss(output, x[k], heads[k])
+        if perceptual[k]:
+            recon = recon + perceptual[k] * perceptual_loss(output, x[k])
+        (recon + 0.3 * supervised_contrastive_loss(projection, labels[k], 0.1)).backward()
+        expected = batched.layout.pack({n: p.grad for n, p in model.named_parameters()})
+        scale = expected.abs().max()
+        torch.testing.assert_close(batched.grad[k] / scale, expected / scale, rtol=0, atol=2e-6)
+        torch.testing.assert_close(losses.reconstruction[k], recon.detach(), rtol=1e-5, atol=1e-7)
+        exported = batched.export(k)
+        assert exported.model_config["decoder_head"] == heads[k]

@@ -133,6 +133,29 @@ def test_the_designs_beyond_log2_train_each_member_as_alone(design):
         assert (history[["train_kl", "val_kl", "kl_weight"]] == 0).all().all()
 
 
+def test_members_with_their_own_head_and_perceptual_weight_train_as_alone():
+    """Log 2, its separate heads and its perceptual loss share one ensemble (compare's
+    Log 2 family), each member trained as it would be alone."""
+    base = config(dropout=0.1)
+    own = [
+        replace(base, decoder_head="separate"),
+        replace(base, perceptual_weight=1.0),
+        base,
+    ]
+    members = [replace(m, config=c) for m, c in zip(make_members(), own, strict=True)]
+    result = train_members(base, members)
+    assert_trained_as_alone(base, result, members, atol=1e-5)
+    assert [m.model_config["decoder_head"] for m in result.models] == [
+        "separate",
+        "normalised",
+        "normalised",
+    ]
+    with pytest.raises(ValueError, match="only the normalised and separate heads may mix"):
+        train_members(
+            base, [replace(members[0], config=replace(base, decoder_head="plugin_units"))]
+        )
+
+
 def test_each_member_with_its_own_normaliser_trains_as_alone():
     design = design_with_head("plugin_units")
     cfg = config(design, recon_in_consistent_units=True, dropout=0.1, workers=2)

@@ -406,7 +406,10 @@ class BatchedSemanticEQ:
             :func:`~neural_eq_morphing.models.losses.reconstruction_loss`).
         perceptual_weight: Weight of the perceptual loss
             (:func:`~neural_eq_morphing.models.perceptual.perceptual_loss`) added to the
-            reconstruction MSE; 0 for none.
+            reconstruction MSE; 0 for none. One number, or one per member.
+        member_heads: Each member's decoder head, when they differ: the ``normalised``
+            and ``separate`` heads (both in normalised space, with the same parameters)
+            may share one ensemble. ``None``: every member has ``model_config``'s.
 
     Gradients: everything is written out by hand except, for the ``separate`` head or a
     perceptual loss, the output stage (head and reconstruction loss): there autograd
@@ -424,7 +427,8 @@ class BatchedSemanticEQ:
         zscore_mean: Tensor | None = None,
         zscore_std: Tensor | None = None,
         recon_in_consistent_units: bool = False,
-        perceptual_weight: float = 0.0,
+        perceptual_weight: float | Sequence[float] = 0.0,
+        member_heads: Sequence[str] | None = None,
     ) -> None:
         self.layout = ParameterLayout(model_config)
         self.model_config = dict(model_config)
@@ -440,17 +444,29 @@ class BatchedSemanticEQ:
         ]
         self.variational = bool(self.model_config.get("variational", False))
         self.latent_dim = int(self.model_config["latent_dim"])
-        if perceptual_weight < 0:
-            raise ValueError(f"perceptual_weight must be at least 0, got {perceptual_weight}")
-        self.perceptual_weight = float(perceptual_weight)
-        if self.perceptual_weight and self.decoder_head == "plugin_units":
+        self.member_heads = self._member_heads(member_heads)
+        weights = torch.as_tensor(perceptual_weight, dtype=torch.float32).reshape(-1)
+        if weights.numel() == 1:
+            weights = weights.expand(self.members)
+        if weights.numel() != self.members or bool((weights < 0).any()):
+            raise ValueError(
+                f"perceptual_weight must be one number or {self.members}, each at least 0, "
+                f"got {perceptual_weight}"
+            )
+        if weights.any() and self.decoder_head == "plugin_units":
             raise ValueError("the perceptual loss needs a decoder output in normalised space")
+        #: Per member, the perceptual loss's weight; the members that have one.
+        self.perceptual_weight = weights.contiguous()
+        self._perceptual_members = torch.nonzero(weights > 0).flatten()
+        separate = torch.tensor([head == "separate" for head in self.member_heads])
+        #: ``(M, 1, 1)``: which members have the separate heads (``None``: none do).
+        self._separate = separate.view(-1, 1, 1) if separate.any() else None
         #: Head and loss differentiated by autograd (the separate head, a perceptual loss).
-        self.autograd_output = self.decoder_head == "separate" or self.perceptual_weight > 0
+        self.autograd_output = self._separate is not None or len(self._perceptual_members) > 0
         slope, scale, shift = head_constants(
             "normalised" if self.decoder_head == "separate" else self.decoder_head
         )
-        self._plain_sigmoid = self.decoder_head == "normalised"
+        self._plain_sigmoid = self.decoder_head in ("normalised", "separate")
         self._head = (slope, scale, shift)
         self._zscore: tuple[Tensor, Tensor] | None = None
         if recon_in_consistent_units:
@@ -466,6 +482,40 @@ class BatchedSemanticEQ:
                 self._zscore_vectors(zscore_mean, "zscore_mean"),
                 self._zscore_vectors(zscore_std, "zscore_std"),
             )
+
+    def _member_heads(self, heads: Sequence[str] | None) -> list[str]:
+        """Each member's head (checked: only heads in normalised space may mix)."""
+        if heads is None:
+            return [self.decoder_head] * self.members
+        heads = [check_decoder_head(head) for head in heads]
+        if len(heads) != self.members:
+            raise ValueError(f"member_heads needs {self.members} heads, got {len(heads)}")
+        if len(set(heads)) > 1 and not set(heads) <= {"normalised", "separate"}:
+            raise ValueError(
+                "only the normalised and separate heads (both in normalised space) may mix "
+                f"in one ensemble, got {sorted(set(heads))}"
+            )
+        return heads
+
+    def _head_output(self, pre: Tensor, training: bool) -> tuple[Tensor, Tensor]:
+        """The heads on the last linear output: ``(output, activated)``.
+
+        ``activated`` is the affine-sigmoid heads' sigmoid (for the hand-written
+        backward). Members with the separate heads get :func:`separate_head`, clipped to
+        [0, 1] in eval mode.
+        """
+        if self._plain_sigmoid:
+            activated = output = torch.sigmoid(pre)
+        else:
+            slope, scale, shift = self._head
+            activated = torch.sigmoid(pre * slope)
+            output = torch.addcmul(shift, activated, scale)
+        if self._separate is not None:
+            separate = separate_head(pre)
+            if not training:
+                separate = separate.clamp(0.0, 1.0)
+            output = torch.where(self._separate, separate, output)
+        return output, activated
 
     def _zscore_vectors(self, values: Any, name: str) -> Tensor:
         """``(13,)`` shared by all members, or ``(M, 1, 13)``: one vector per member."""
@@ -496,27 +546,36 @@ class BatchedSemanticEQ:
 
     @classmethod
     def from_models(cls, models: Sequence[SemanticEQModel], **kwargs: Any) -> BatchedSemanticEQ:
-        """Stack the parameters of ``models`` (all of the same config) into one batch."""
+        """Stack the parameters of ``models`` into one batch.
+
+        They share one ``model_config``, except that the ``normalised`` and ``separate``
+        heads may mix (``member_heads``).
+        """
         if not models:
             raise ValueError("need at least one model to stack")
         config = models[0].model_config
-        if any(m.model_config != config for m in models):
+        heads = [m.model_config["decoder_head"] for m in models]
+        if any({**m.model_config, "decoder_head": heads[0]} != config for m in models):
             raise ValueError("all stacked models must share one model_config")
         layout = ParameterLayout(config)
         flat = torch.stack([layout.pack(m.state_dict()) for m in models])
-        return cls(config, flat, **kwargs)
+        return cls(config, flat, member_heads=heads, **kwargs)
+
+    def member_config(self, member: int) -> dict[str, Any]:
+        """The ``model_config`` of member ``member`` (its own decoder head)."""
+        return {**self.model_config, "decoder_head": self.member_heads[member]}
 
     def export(self, member: int) -> SemanticEQModel:
         """Return member ``member`` as a standalone :class:`SemanticEQModel` in eval mode."""
         with torch.random.fork_rng(devices=[]):  # the throw-away init must not use the RNG
-            model = build_model(self.model_config)
+            model = build_model(self.member_config(member))
         model.load_state_dict(self.layout.unpack(self.flat[member]))
         return model.eval()
 
     def load_member(self, member: int, model: SemanticEQModel) -> None:
         """Overwrite member ``member`` with the parameters of ``model``."""
-        if model.model_config != self.model_config:
-            raise ValueError("the model's config differs from the batch's model_config")
+        if model.model_config != self.member_config(member):
+            raise ValueError("the model's config differs from the member's model_config")
         self.flat[member].copy_(self.layout.pack(model.state_dict()))
 
     # ------------------------------------------------------------------ forward
@@ -560,16 +619,7 @@ class BatchedSemanticEQ:
             h, cache = _block_forward(h, block, mask)
             caches.append(cache)
         pre = torch.baddbmm(p.head_b, h, p.head_w)
-        if self.decoder_head == "separate":
-            activated = output = separate_head(pre)
-            if not training:
-                output = output.clamp(0.0, 1.0)
-        elif self._plain_sigmoid:
-            activated = output = torch.sigmoid(pre)
-        else:
-            slope, scale, shift = self._head
-            activated = torch.sigmoid(pre * slope)
-            output = torch.addcmul(shift, activated, scale)
+        output, activated = self._head_output(pre, training)
         return _Trace(
             latent,
             projection,
@@ -638,8 +688,12 @@ class BatchedSemanticEQ:
         if self._zscore is not None:
             output = (output - self._zscore[0]) / self._zscore[1]
         per_row = (output - target).square().mean(-1)
-        if self.perceptual_weight:
-            per_row = per_row + self.perceptual_weight * perceptual_loss_per_row(output, target)
+        chosen = self._perceptual_members
+        if len(chosen):  # only the members that have the loss pay for it
+            if target.shape[0] != output.shape[0]:
+                target = target.expand_as(output)
+            extra = perceptual_loss_per_row(output[chosen], target[chosen])
+            per_row = per_row.index_add(0, chosen, extra * self.perceptual_weight[chosen, None])
         return per_row
 
     def _affine_sigmoid_stage_grad(
@@ -671,11 +725,7 @@ class BatchedSemanticEQ:
         with torch.inference_mode(False), torch.enable_grad():
             pre = head_out.clone().requires_grad_(True)
             target = target.clone()
-            if self.decoder_head == "separate":
-                output = separate_head(pre)
-            else:
-                slope, scale, shift = self._head
-                output = torch.addcmul(shift, torch.sigmoid(pre * slope), scale)
+            output, _ = self._head_output(pre, training=True)
             per_row = self._per_row_reconstruction(output, target)
             if valid is None:
                 recon = per_row.mean(-1)

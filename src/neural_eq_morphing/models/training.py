@@ -101,8 +101,12 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 #: member's index into the ``members`` given, then :data:`HISTORY_COLUMNS`.
 MEMBER_HISTORY_COLUMNS: tuple[str, ...] = ("member", *HISTORY_COLUMNS)
 #: The :class:`TrainingConfig` fields in which the members of one ensemble may differ
-#: (:attr:`MemberData.config`); every other field is the ensemble's.
+#: (:attr:`MemberData.config`); every other field is the ensemble's. Decoder heads may
+#: differ only between the two in normalised space (``normalised`` and ``separate``:
+#: :func:`same_output_space`).
 MEMBER_FIELDS: tuple[str, ...] = (
+    "decoder_head",
+    "perceptual_weight",
     "recon_in_consistent_units",
     "learning_rate",
     "contrastive_weight_start",
@@ -521,14 +525,29 @@ class _PerMember:
 _Data = _Shared | _PerMember
 
 
+def same_output_space(heads: Sequence[str]) -> bool:
+    """Whether decoder heads may share one ensemble.
+
+    They may when they are all one head, or only heads in normalised space
+    (``normalised`` and ``separate``, which have the same parameters).
+    """
+    return len(set(heads)) <= 1 or set(heads) <= {"normalised", "separate"}
+
+
 def initial_models(
-    config: TrainingConfig, generators: Sequence[torch.Generator]
+    config: TrainingConfig,
+    generators: Sequence[torch.Generator],
+    configs: Sequence[TrainingConfig] | None = None,
 ) -> list[SemanticEQModel]:
-    """Create one initialised model per generator without touching torch's global RNG."""
+    """Create one initialised model per generator without touching torch's global RNG.
+
+    ``configs``: each member's own config (its decoder head), when they differ.
+    """
     models = []
-    for generator in generators:
+    for k, generator in enumerate(generators):
+        own = config if configs is None else configs[k]
         with torch.random.fork_rng(devices=[]):
-            model = build_model(config.model_config())
+            model = build_model(own.model_config())
         initialise_parameters(model, generator)
         models.append(model)
     return models
@@ -802,6 +821,11 @@ def _member_config(config: TrainingConfig, own: TrainingConfig | None, name: str
             f"{name}.config differs from the ensemble's in {differ}; the members of one "
             f"ensemble may differ only in {list(MEMBER_FIELDS)}"
         )
+    if not same_output_space([own.decoder_head, config.decoder_head]):
+        raise ValueError(
+            f"{name}.config has decoder_head {own.decoder_head!r}, the ensemble "
+            f"{config.decoder_head!r}; only the normalised and separate heads may mix"
+        )
     return replace(own, seeds=(0,))
 
 
@@ -820,7 +844,7 @@ def _fit(
     threads = torch.get_num_threads()
     workers = min(len(seeds), config.workers or threads)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    models = initial_models(config, generators)
+    models = initial_models(config, generators, configs)
     groups = [
         _Group.of(
             config,
@@ -890,7 +914,9 @@ class _Group:
             zscore_mean=mean,
             zscore_std=std,
             recon_in_consistent_units=config.recon_in_consistent_units,
-            perceptual_weight=config.perceptual_weight,
+            perceptual_weight=[c.perceptual_weight for c in configs]
+            if configs
+            else config.perceptual_weight,
         )
         schedules = [c.contrastive_weights() for c in configs or [config]]
         weights: list[float | Tensor] = [

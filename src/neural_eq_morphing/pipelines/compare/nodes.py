@@ -233,14 +233,17 @@ def ensembles(configs: Mapping[str, TrainingConfig]) -> list[list[str]]:
     """The configurations that train as one ensemble, in order of first appearance.
 
     Configurations whose training differs only in the fields a member may have of its own
-    (:data:`~neural_eq_morphing.models.training.MEMBER_FIELDS`: the loss's units, learning
-    rate, contrastive weights, LR schedule) share one batched ensemble: a bigger
+    (:data:`~neural_eq_morphing.models.training.MEMBER_FIELDS`: the decoder head within
+    normalised space, the perceptual weight, the loss's units, learning rate, contrastive
+    weights, LR schedule) share one batched ensemble: a bigger
     ensemble trains faster per model, and each member still trains as it would alone.
     """
     shared = [f.name for f in fields(TrainingConfig) if f.name not in (*MEMBER_FIELDS, "seeds")]
     families: dict[tuple, list[str]] = {}
     for name, config in configs.items():
         key = tuple(repr(getattr(config, field)) for field in shared)
+        # Heads mix only in normalised space (normalised and separate).
+        key += (config.decoder_head == "plugin_units",)
         families.setdefault(key, []).append(name)
     return list(families.values())
 
