@@ -279,3 +279,8 @@ def test_a_design_and_ablations_that_change_only_member_fields_share_one_ensembl
     assert "log2_small_batches" not in together
     assert ["log2_small_batches"] in families
     assert not set(together) & {"log1", "log1_consistent_units"}
+    # the designs beyond Log 2: another head in normalised space and the perceptual loss
+    # ride along; a β-VAE (another latent) trains apart, each latent size on its own
+    assert {"log2_separate_heads", "log2_perceptual"} <= set(together)
+    assert ["vae2"] in families
+    assert ["vae32", "vae32_contrastive"] in families  # the contrastive weights: member fields
