@@ -217,7 +217,7 @@ class Compare(_Block):
     n_seeds: int = Field(ge=1)
     first_seed: int
     epochs: int | None = Field(default=None, ge=1)
-    designs: list[str] | None = None
+    designs: list[str] | str | None = None  # a string: names separated by spaces
     reference_design: str | None = None
     questions: list[Question]
     folds: Folds

@@ -17,6 +17,13 @@ def _members(decoder_head: str, seeds=(1, 2, 3), **kwargs) -> list[SemanticEQMod
     return [SemanticEQModel(decoder_head, seed=s, **kwargs) for s in seeds]
 
 
+def _assert_same_gradient(batched: BatchedSemanticEQ, k: int, model: SemanticEQModel) -> None:
+    """Member ``k``'s batched gradient equals autograd's on ``model`` (after backward)."""
+    expected = batched.layout.pack({n: p.grad for n, p in model.named_parameters()})
+    scale = expected.abs().max()
+    torch.testing.assert_close(batched.grad[k] / scale, expected / scale, rtol=0, atol=2e-6)
+
+
 def _with_masks(model: SemanticEQModel, masks: torch.Tensor) -> None:
     """Replace the model's dropout layers by multiplication with fixed (scaled) masks."""
     blocks = [*model.encoder.blocks, *model.decoder.blocks]
@@ -61,9 +68,7 @@ def test_hand_written_gradients_match_autograd(decoder_head, consistent):
         )
         contrastive = supervised_contrastive_loss(projection, labels[k], 0.1)
         (recon + weight * contrastive).backward()
-        expected = batched.layout.pack({n: p.grad for n, p in model.named_parameters()})
-        scale = expected.abs().max()
-        torch.testing.assert_close(batched.grad[k] / scale, expected / scale, rtol=0, atol=2e-6)
+        _assert_same_gradient(batched, k, model)
         torch.testing.assert_close(losses.reconstruction[k], recon.detach(), rtol=1e-5, atol=0)
         torch.testing.assert_close(
             losses.contrastive[k], contrastive.detach(), rtol=1e-5, atol=1e-6
@@ -106,12 +111,16 @@ def test_layout_pack_unpack_is_exact():
     assert all(torch.equal(unpacked[k], state[k]) for k in state)
 
 
+def _validation_rows() -> tuple[torch.Tensor, torch.Tensor]:
+    """37 rows (two batches of 16 and one of 5) and their labels of 3 terms."""
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(37, 13, generator=generator), torch.randint(0, 3, (37,), generator=generator)
+
+
 def test_evaluate_is_mean_over_consecutive_batches():
     models = _members("normalised", seeds=(4, 5))
     batched = BatchedSemanticEQ.from_models(models)
-    generator = torch.Generator().manual_seed(1)
-    x = torch.rand(37, 13, generator=generator)
-    labels = torch.randint(0, 3, (37,), generator=generator)
+    x, labels = _validation_rows()
     losses = batched.evaluate(x, labels, batch_size=16)
     for k, model in enumerate(models):
         model.eval()
@@ -190,9 +199,7 @@ def test_new_designs_gradients_match_autograd(decoder_head, perceptual, variatio
         total = recon + weight * contrastive
         kl = kl_divergence(mean, log_variance) if variational else torch.zeros(())
         (total + kl_weight * kl).backward()
-        expected = batched.layout.pack({n: p.grad for n, p in model.named_parameters()})
-        scale = expected.abs().max()
-        torch.testing.assert_close(batched.grad[k] / scale, expected / scale, rtol=0, atol=2e-6)
+        _assert_same_gradient(batched, k, model)
         torch.testing.assert_close(losses.reconstruction[k], recon.detach(), rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(losses.kl[k], kl.detach(), rtol=1e-5, atol=1e-7)
 
@@ -229,9 +236,7 @@ def test_evaluate_measures_the_designs_own_losses():
     same reconstruction loss (with the perceptual term) and KL as training."""
     models = _members("separate", seeds=(4, 5), latent_dim=3, variational=True)
     batched = BatchedSemanticEQ.from_models(models, perceptual_weight=0.5)
-    generator = torch.Generator().manual_seed(1)
-    x = torch.rand(37, 13, generator=generator)
-    labels = torch.randint(0, 3, (37,), generator=generator)
+    x, labels = _validation_rows()
     losses = batched.evaluate(x, labels, batch_size=16)
     for k, model in enumerate(models):
         model.eval()
@@ -277,9 +282,7 @@ def test_a_mixed_ensemble_gives_each_member_its_own_head_and_loss():
         if perceptual[k]:
             recon = recon + perceptual[k] * perceptual_loss(output, x[k])
         (recon + 0.3 * supervised_contrastive_loss(projection, labels[k], 0.1)).backward()
-        expected = batched.layout.pack({n: p.grad for n, p in model.named_parameters()})
-        scale = expected.abs().max()
-        torch.testing.assert_close(batched.grad[k] / scale, expected / scale, rtol=0, atol=2e-6)
+        _assert_same_gradient(batched, k, model)
         torch.testing.assert_close(losses.reconstruction[k], recon.detach(), rtol=1e-5, atol=1e-7)
         exported = batched.export(k)
         assert exported.model_config["decoder_head"] == heads[k]

@@ -16,7 +16,10 @@ module keeps that overhead low:
   gamma and beta;
 * forward and backward are written out by hand (no autograd graph) and
   :meth:`BatchedSemanticEQ.loss_and_grad` writes the gradients straight into the
-  gradient buffer, overwriting it.
+  gradient buffer, overwriting it. One exception: for the ``separate`` heads and the
+  perceptual loss, autograd differentiates the output stage (head and reconstruction
+  loss on the ``(M, B, 13)`` head output) and the hand-written backward takes its
+  gradient through the network (:meth:`BatchedSemanticEQ._output_stage_grad`).
 
 The optimiser is not here: :func:`~neural_eq_morphing.models.training.train` gives each
 member a ``torch.optim.Adam`` over its row of :attr:`~BatchedSemanticEQ.flat`, whose

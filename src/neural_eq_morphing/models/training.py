@@ -27,9 +27,10 @@ round-off (about 1e-8 after an epoch, amplified over a long run). Same members, 
 and thread count ⇒ bit-identical results.
 
 Per epoch: shuffled mini-batches of the member's rows (the last one may be smaller),
-loss ``reconstruction + w · contrastive`` with the epoch's contrastive weight ``w``, one
-Adam step per batch; then the validation losses in eval mode (no dropout) over
-consecutive batches of ``batch_size`` of its validation rows; then the LR schedule (if
+loss ``reconstruction + w · contrastive (+ β · KL for a β-VAE)`` with the epoch's
+contrastive weight ``w`` and KL weight ``β``, one Adam step per batch; then the
+validation losses in eval mode (no dropout) over consecutive batches of ``batch_size`` of
+its validation rows; then the LR schedule (if
 any) on the validation total loss. Training losses are means over the member's batches,
 validation losses means over its validation batches.
 

@@ -86,7 +86,9 @@ def resolve_configurations(
 ) -> dict[str, dict[str, Any]]:
     """Every compare configuration, resolved from the design it starts from.
 
-    The designs listed in ``compare.designs`` (all of them when null) come first, each as
+    The designs listed in ``compare.designs`` (all of them when null; a string of names
+    separated by spaces, as ``--params "compare.designs=log1 log2"`` gives, works too)
+    come first, each as
     a configuration of its own name with no changes; then ``compare.configurations``, each
     naming its ``design`` and what it changes (``label``, and ``feature_normaliser`` and
     ``training`` keys merged over the design's).
@@ -100,6 +102,8 @@ def resolve_configurations(
     """
     designs = check_designs(designs)
     chosen = compare.get("designs") or list(designs)
+    if isinstance(chosen, str):  # from --params, where a comma separates parameters
+        chosen = chosen.split()
     unknown = [name for name in chosen if name not in designs]
     if unknown:
         raise ValueError(

@@ -106,6 +106,10 @@ def test_compare_designs_selects_and_epochs_shorten():
     chosen = configurations_of(designs, {"designs": [first], "configurations": {}, "epochs": 2})
     assert list(chosen) == [first]
     assert chosen[first]["training"]["epochs"] == 2
+    # From --params (where a comma separates parameters): names separated by spaces.
+    two = list(designs)[:2]
+    spelled = configurations_of(designs, {"designs": " ".join(two), "configurations": {}})
+    assert list(spelled) == two
 
 
 @pytest.mark.parametrize(

@@ -141,12 +141,7 @@ def verdict_table(
         )
         for model in models:
             row = _verdict_of(verdicts, model, baseline, metric)
-            record[f"{model} vs baseline"] = (
-                "n/a"
-                if row is None
-                else f"{interval(row['difference'], row['ci_low'], row['ci_high'])}: "
-                f"{_verdict_text(row)}"
-            )
+            record[f"{model} vs baseline"] = _difference_text(row)
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -303,12 +298,7 @@ def reference_table(
         }
         for design in others:
             row = _verdict_of(verdicts, design, reference, metric)
-            record[_label(design, labels)] = (
-                "n/a"
-                if row is None
-                else f"{interval(row['difference'], row['ci_low'], row['ci_high'])}: "
-                f"{_verdict_text(row)}"
-            )
+            record[_label(design, labels)] = _difference_text(row)
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -342,14 +332,11 @@ def best_design_table(
                 "best design": _label(best, labels),
                 "its value": summary.cell(best, metric),
                 "vs strongest baseline": (
-                    f"{_label(baseline, labels)}: "
-                    + ("n/a" if against_baseline is None else _difference_text(against_baseline))
+                    f"{_label(baseline, labels)}: {_difference_text(against_baseline)}"
                 ),
                 f"vs {_label(reference, labels) if reference else 'reference'}": (
                     "(is the reference)"
                     if best == reference
-                    else "n/a"
-                    if against_reference is None
                     else _difference_text(against_reference)
                 ),
             }
@@ -358,6 +345,9 @@ def best_design_table(
 
 
 def _difference_text(row: Any) -> str:
+    """``difference [CI]: verdict`` of one verdict row (``n/a`` without one)."""
+    if row is None:
+        return "n/a"
     return f"{interval(row['difference'], row['ci_low'], row['ci_high'])}: {_verdict_text(row)}"
 
 
