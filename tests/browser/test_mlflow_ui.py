@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -15,12 +20,23 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 
 def click_text(browser, text: str, tag: str = "*") -> None:
-    """Click the first visible element whose own text is ``text``."""
+    """Click the first visible element whose own text is ``text``.
+
+    Retried while the page re-renders it (a stale or covered element).
+    """
     xpath = f"//{tag}[normalize-space(text())='{text}']"
-    element = WebDriverWait(browser, PAGE_TIMEOUT_S).until(
-        ec.element_to_be_clickable((By.XPATH, xpath))
-    )
-    element.click()
+
+    def attempt(driver) -> bool:
+        try:
+            element = ec.element_to_be_clickable((By.XPATH, xpath))(driver)
+            if not element:
+                return False
+            element.click()
+        except (StaleElementReferenceException, ElementClickInterceptedException):
+            return False
+        return True
+
+    WebDriverWait(browser, PAGE_TIMEOUT_S).until(attempt)
 
 
 def run_row(browser, run_id: str):
@@ -31,19 +47,36 @@ def run_row(browser, run_id: str):
     )
 
 
-def open_runs_page(browser, mlflow_ui: str) -> str:
-    """README: open the UI, click "Model training", then the experiment; the page text."""
+#: The runs table loads the newest 100 runs at a time (compare's nested runs count).
+MAX_LOAD_MORE = 5
+
+
+def open_runs_page(browser, mlflow_ui: str, *wanted: str) -> str:
+    """README: open the UI, click "Model training", then the experiment; the page text.
+
+    Then, as the README says, click "Load more" below the table until every run name in
+    ``wanted`` is listed (compare's ~100 nested runs fill the first page).
+    """
     browser.get(mlflow_ui)
     click_text(browser, "Model training")
     click_text(browser, "neural_eq_morphing")
-    return wait_for_text(browser, "Run Name", "compare")
+    text = wait_for_text(browser, "Run Name", "compare")
+    for _ in range(MAX_LOAD_MORE):
+        if all(name in text for name in wanted):
+            break
+        click_text(browser, "Load more")
+        with contextlib.suppress(AssertionError):  # not there yet: load more again
+            text = wait_for_text(browser, *wanted, timeout=10)
+        text = browser.find_element(By.TAG_NAME, "body").text
+    return text
 
 
 def test_runs_page_lists_the_runs_by_design_and_seed(
     browser, mlflow_ui: str, tracked: TrackedRuns, screenshot
 ):
-    text = open_runs_page(browser, mlflow_ui)
-    assert tracked.default_run["info"]["run_name"] in text  # "log2 seed 42"
+    name = tracked.default_run["info"]["run_name"]  # "log2 seed 42"
+    text = open_runs_page(browser, mlflow_ui, name)
+    assert name in text
     screenshot("mlflow_runs")
 
 
