@@ -693,8 +693,6 @@ class BatchedSemanticEQ:
         per_row = (output - target).square().mean(-1)
         chosen = self._perceptual_members
         if len(chosen):  # only the members that have the loss pay for it
-            if target.shape[0] != output.shape[0]:
-                target = target.expand_as(output)
             extra = perceptual_loss_per_row(output[chosen], target[chosen])
             per_row = per_row.index_add(0, chosen, extra * self.perceptual_weight[chosen, None])
         return per_row

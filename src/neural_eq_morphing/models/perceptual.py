@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import (
     LOWER_LIMITS,
     PARAMETER_NAMES,
@@ -79,23 +80,16 @@ def _grid() -> tuple[Tensor, Tensor]:
 
 @cache
 def _log_space() -> tuple[Tensor, Tensor, Tensor]:
-    """Lower and upper limits (log10 on frequencies and Q) and the log-scaled mask."""
-    logged = np.array([kind in ("freq", "q") for kind in _kinds()])
-    lower = np.where(logged, np.log10(np.abs(LOWER_LIMITS)), LOWER_LIMITS)
-    upper = np.where(logged, np.log10(np.abs(UPPER_LIMITS)), UPPER_LIMITS)
+    """Log 2's normaliser as tensors: scaled lower and upper limits, log-scaled mask."""
+    normaliser = MinMaxNormaliser.from_plugin_limits(("freq", "q"))
+    logged = normaliser.log_scaled
+    lower = np.where(logged, np.log10(np.abs(normaliser.lower)), normaliser.lower)
+    upper = np.where(logged, np.log10(np.abs(normaliser.upper)), normaliser.upper)
     return (
         torch.tensor(lower, dtype=torch.float32),
         torch.tensor(upper, dtype=torch.float32),
         torch.tensor(logged),
     )
-
-
-def _kinds() -> list[str]:
-    kinds = [""] * len(PARAMETER_NAMES)
-    for kind in ("gain", "freq", "q"):
-        for column in indices_of_kind(kind):  # type: ignore[arg-type]
-            kinds[column] = kind
-    return kinds
 
 
 def plugin_units(features: Tensor) -> Tensor:
