@@ -2,6 +2,7 @@
 
     neural-eq-morphing words                         # the words the model knows
     neural-eq-morphing preset --words warm=0.7,bright=0.3 --amount 0.8 --json warm.json
+    neural-eq-morphing preset --words warm --samples 5 --seed 1   # 5 different settings
     neural-eq-morphing apply in.wav out.wav --words warm --amount 0.8
     neural-eq-morphing app                           # the web app on http://127.0.0.1:7860
     neural-eq-morphing run [kedro run options]       # the same as `kedro run`
@@ -27,6 +28,7 @@ import numpy as np  # noqa: E402
 from neural_eq_morphing.cli import _with_user_errors  # noqa: E402
 from neural_eq_morphing.eq.audio import RenderReport, render_file  # noqa: E402
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES  # noqa: E402
+from neural_eq_morphing.errors import UserError  # noqa: E402
 from neural_eq_morphing.runs import write_atomically  # noqa: E402
 
 
@@ -63,23 +65,45 @@ def _words_options(command: Any) -> Any:
 
 
 def _preset(
-    words: str, morph_to: str | None, position: float, amount: float, design: str
+    words: str,
+    morph_to: str | None,
+    position: float,
+    amount: float,
+    design: str,
+    samples: int | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The setting for the options, and the document that records it (for ``--json``)."""
+    """The setting for the options, and the document that records it (for ``--json``).
+
+    With ``samples``, that many settings ``(samples, 13)`` drawn from the words' regions
+    (``SemanticEQ.sample_presets``); the document then records the ``seed`` and lists them
+    under ``samples`` instead of one ``parameters``.
+    """
     from neural_eq_morphing.trained import load_semantic_eq  # noqa: PLC0415 - loads Kedro
 
     semantic_eq, version = load_semantic_eq(design, quiet=True)
-    setting = semantic_eq.preset(words, morph_to=morph_to, position=position, amount=amount)
-    document = {
+    document: dict[str, Any] = {
         "words": words,
         "morph_to": morph_to,
         "position": position if morph_to else None,
         "amount": amount,
         "design": design,
         "run": version,
-        "parameters": dict(zip(PARAMETER_NAMES, map(float, setting), strict=True)),
     }
+    if samples is None:
+        setting = semantic_eq.preset(words, morph_to=morph_to, position=position, amount=amount)
+        document["parameters"] = _parameters(setting)
+    else:
+        setting = semantic_eq.sample_presets(
+            words, count=samples, seed=seed, morph_to=morph_to, position=position, amount=amount
+        )
+        document["seed"] = seed
+        document["samples"] = [_parameters(row) for row in setting]
     return setting, document
+
+
+def _parameters(setting: np.ndarray) -> dict[str, float]:
+    return dict(zip(PARAMETER_NAMES, map(float, setting), strict=True))
 
 
 _JSON_OPTION = click.option(
@@ -113,6 +137,20 @@ def words(design: str) -> None:
 
 @click.command()
 @_words_options
+@click.option(
+    "--samples",
+    type=int,
+    default=None,
+    help="Draw this many different settings from the words' region of the latent "
+    "(one column each) instead of the one typical setting.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of --samples: the same seed gives the same settings.",
+)
 @_JSON_OPTION
 def preset(
     words: str,
@@ -120,12 +158,28 @@ def preset(
     position: float,
     amount: float,
     design: str,
+    samples: int | None,
+    seed: int,
     json_path: Path | None,
 ) -> None:
-    """Print the EQ setting for a word, a blend or a morph (dB / Hz / Q)."""
-    _, document = _preset(words, morph_to, position, amount, design)
-    for name, value in document["parameters"].items():
-        click.echo(f"{name:>20}  {value:10.2f}")
+    """Print the EQ setting for a word, a blend or a morph (dB / Hz / Q).
+
+    With --samples N, print N different settings for it, one column each, drawn from
+    its words' region of the learned space: the distribution the compare report measures.
+    """
+    if samples is not None and samples < 1:
+        raise UserError(f"--samples must be at least 1, got {samples}")
+    if seed < 0:
+        raise UserError(f"--seed must be at least 0, got {seed}")
+    _, document = _preset(words, morph_to, position, amount, design, samples, seed)
+    if samples is None:
+        for name, value in document["parameters"].items():
+            click.echo(f"{name:>20}  {value:10.2f}")
+    else:
+        click.echo(f"{'sample':>20}" + "".join(f"  {index:>10}" for index in range(samples)))
+        for name in PARAMETER_NAMES:
+            values = (sample[name] for sample in document["samples"])
+            click.echo(f"{name:>20}" + "".join(f"  {value:10.2f}" for value in values))
     _export(document, json_path)
 
 

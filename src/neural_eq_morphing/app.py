@@ -1,7 +1,10 @@
 """A web app to morph the semantic EQ and hear it: ``neural-eq-morphing app``.
 
 Pick two words (or type blends), move the morph and amount sliders, and see the EQ curve
-and its 13 parameters change; upload a clip, or use a test signal the app makes itself
+and its 13 parameters change; "Another one" replaces the setting by another drawn from the
+words' region of the learned space (seeded: the n-th click after the controls were set
+gives the same setting every time; moving a control returns to the typical setting, the
+centroid's); upload a clip, or use a test signal the app makes itself
 (pink noise, a synthetic chord: nothing is downloaded), and hear the original and the
 processed version at the same loudness (ITU-R BS.1770). Audio goes to the browser as
 files, not as arrays the audio widget would peak-normalise. Binds to 127.0.0.1.
@@ -92,18 +95,40 @@ class Session:
         self.folder = folder
         self._count = 0
 
-    def setting(self, first: str, second: str, position: float, amount: float) -> np.ndarray:
-        """The preset for the controls' values; a bad word is shown as the app's error."""
+    def setting(
+        self, first: str, second: str, position: float, amount: float, draw: int = 0
+    ) -> np.ndarray:
+        """The preset for the controls' values, or (``draw`` n > 0) their n-th sample.
+
+        The n-th sample is drawn with seed n - 1 from the words' regions
+        (``SemanticEQ.sample_presets``). A bad word is shown as the app's error.
+        """
+        options = {"morph_to": second, "position": position, "amount": amount}
         try:
-            return self.semantic_eq.preset(first, morph_to=second, position=position, amount=amount)
+            if draw:
+                return self.semantic_eq.sample_presets(
+                    first, count=1, seed=int(draw) - 1, **options
+                )[0]
+            return self.semantic_eq.preset(first, **options)
         except UserError as error:
             raise gr.Error(str(error)) from None
 
-    def show(self, first: str, second: str, position: float, amount: float):
-        """The curve and the parameters for the controls' values."""
-        setting = self.setting(first, second, position, amount)
+    def show(self, first: str, second: str, position: float, amount: float, draw: int = 0):
+        """The curve and the parameters for the controls' values (and draw)."""
+        setting = self.setting(first, second, position, amount, draw)
         title = f"{first} → {second} at {position:.2f}, amount {amount:.2f}"
+        if draw:
+            title += f", sample {draw}"
         return curve_figure(setting, title), parameter_table(setting)
+
+    def typical(self, first: str, second: str, position: float, amount: float):
+        """The controls' preset (the centroids'), and the draw counter back at 0."""
+        return (*self.show(first, second, position, amount), 0)
+
+    def another(self, first: str, second: str, position: float, amount: float, draw: int):
+        """The next sample for the controls' values, and the counter moved on to it."""
+        draw = int(draw) + 1
+        return (*self.show(first, second, position, amount, draw), draw)
 
     def source(self, upload: str | None, signal: str) -> Path:
         """The uploaded clip, or the chosen test signal written as a WAV file."""
@@ -121,11 +146,15 @@ class Session:
         second: str,
         position: float,
         amount: float,
+        draw: int,
         upload: str | None,
         signal: str,
     ):
-        """Original and processed audio (as files), loudness-matched, and a report line."""
-        setting = self.setting(first, second, position, amount)
+        """Original and processed audio (as files), loudness-matched, and a report line.
+
+        The processed audio has the setting on show: the preset, or the ``draw``-th sample.
+        """
+        setting = self.setting(first, second, position, amount, draw)
         source = self.source(upload, signal)
         self._count += 1
         target = self.folder / f"processed_{self._count}.wav"
@@ -175,6 +204,8 @@ def build_app(semantic_eq: SemanticEQ, version: str, folder: Path | None = None)
         with gr.Row():
             plot = gr.Plot(label="EQ curve", elem_id="curve")
             table = gr.Dataframe(label="13 parameters", interactive=False, elem_id="parameters")
+        another = gr.Button("Another one", elem_id="another")
+        draw = gr.State(0)  # 0: the preset on show; n: the n-th sample since the controls moved
         with gr.Row():
             upload = gr.Audio(
                 type="filepath", sources=["upload"], label="your clip (optional)", elem_id="upload"
@@ -196,9 +227,12 @@ def build_app(semantic_eq: SemanticEQ, version: str, folder: Path | None = None)
             )
         controls = [first, second, position, amount]
         for control in controls:
-            control.change(session.show, controls, [plot, table])
-        app.load(session.show, controls, [plot, table])
-        process.click(session.process, [*controls, upload, signal], [original, processed, report])
+            control.change(session.typical, controls, [plot, table, draw])
+        app.load(session.typical, controls, [plot, table, draw])
+        another.click(session.another, [*controls, draw], [plot, table, draw])
+        process.click(
+            session.process, [*controls, draw, upload, signal], [original, processed, report]
+        )
     return app
 
 

@@ -21,11 +21,13 @@ from pydantic import (
     Field,
     ValidationError,
     create_model,
+    model_validator,
 )
 
 from neural_eq_morphing.errors import UserError
 from neural_eq_morphing.models.data import check_output_space
-from neural_eq_morphing.models.protocol import BASELINE_LABELS, METRICS
+from neural_eq_morphing.models.metrics import JUDGED_METRICS
+from neural_eq_morphing.models.protocol import BASELINE_LABELS
 from neural_eq_morphing.models.training import TrainingConfig, required_fields
 from neural_eq_morphing.pipelines.designs import resolve_configurations
 
@@ -100,6 +102,22 @@ class Response(_Block):
     f_max: float = Field(gt=0)
 
 
+class Distribution(_Block):
+    """``evaluation.distribution``."""
+
+    min_test_rows: int = Field(ge=4)
+    k: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _halves_hold_k_neighbours(self) -> Distribution:
+        if self.min_test_rows // 2 <= self.k:
+            raise ValueError(
+                f"k = {self.k} needs halves of more than k rows: min_test_rows must be at "
+                f"least {2 * (self.k + 1)}, got {self.min_test_rows}"
+            )
+        return self
+
+
 class Evaluation(_Block):
     """``evaluation``."""
 
@@ -111,6 +129,8 @@ class Evaluation(_Block):
     morph_alphas: list[float]
     health_window: int = Field(ge=1)
     n_worst: int = Field(ge=0)
+    split_half_repeats: int = Field(ge=1)
+    distribution: Distribution
     response: Response
 
 
@@ -196,6 +216,8 @@ class Statistics(_Block):
 
     confidence: float = Field(gt=0, lt=1)
     alpha: float = Field(gt=0, lt=1)
+    power: float = Field(gt=0, lt=1)
+    seed: int
 
 
 class Reproduction(_Block):
@@ -329,10 +351,10 @@ def _check_combinations(parameters: Mapping[str, Any]) -> None:
             f"{list(parameters['designs'])}"
         )
     for question in compare.get("questions") or []:
-        if question["metric"] not in METRICS:
+        if question["metric"] not in JUDGED_METRICS:
             raise ParameterError(
                 f"compare.questions: unknown metric {question['metric']!r}; expected one of "
-                f"{list(METRICS)}"
+                f"{list(JUDGED_METRICS)}"
             )
         if question["baseline"] not in BASELINE_LABELS:
             raise ParameterError(

@@ -36,13 +36,14 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
-from mlflow.types.schema import ColSpec, Schema
+from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from neural_eq_morphing.eq.audio import scale_gains
 from neural_eq_morphing.eq.normalisers import normaliser_from_dict
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, PARAMETER_NAMES, UPPER_LIMITS
 from neural_eq_morphing.errors import UserError
 from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.sampling import sample_latents, spread_columns
 from neural_eq_morphing.models.storage import read_model, write_model
 
 MODEL_FILE = "model.pt"
@@ -173,6 +174,67 @@ class SemanticEQ:
             raise WordsError(f"the amount must be a finite number, got {amount}")
         return scale_gains(self.decode(latent)[0], amount)
 
+    def _region(self, word: str) -> tuple[np.ndarray, np.ndarray]:
+        centroid = self._centroid(word)
+        columns = spread_columns(latent_names(self.latent_dim))
+        if not set(columns) <= set(self.term_centroids.columns):
+            raise WordsError(
+                "this model was saved without its words' spread, so it cannot draw samples; "
+                "train it again with `kedro run`"
+            )
+        rows = self.term_centroids[self.term_centroids["term"] == word]
+        return centroid, rows[columns].to_numpy(np.float64)[0]
+
+    def _blend_samples(
+        self, blend: Mapping[str, float], count: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Draws of each word's region, mixed with the blend's weights ``(count, latent_dim)``."""
+        self.blend_latent(blend)  # the same checks of words and weights as a single preset
+        total = sum(blend.values())
+        return sum(
+            weight
+            / total
+            * sample_latents(*self._region(word), count, rng, bounded=not self.model.variational)
+            for word, weight in blend.items()
+        )
+
+    def sample_presets(
+        self,
+        words: Mapping[str, float] | str,
+        *,
+        count: int,
+        seed: int,
+        morph_to: Mapping[str, float] | str | None = None,
+        position: float = 0.0,
+        amount: float = 1.0,
+    ) -> np.ndarray:
+        """``count`` different settings ``(count, 13)`` for a word, a blend or a morph.
+
+        Each word's latent point is drawn from its region
+        (:mod:`~neural_eq_morphing.models.sampling`) instead of being its centroid; a
+        blend or a morph mixes independent draws of its words with its weights. The
+        same ``seed`` gives the same settings.
+
+        Raises:
+            WordsError: As :meth:`preset`, a count below 1, or a model saved without its
+                words' spread.
+        """
+        if int(count) < 1:
+            raise WordsError(f"the number of samples must be at least 1, got {count}")
+        if not math.isfinite(amount):
+            raise WordsError(f"the amount must be a finite number, got {amount}")
+        rng = np.random.default_rng(int(seed))
+        first = parse_blend(words) if isinstance(words, str) else dict(words)
+        latent = self._blend_samples(first, int(count), rng)
+        if morph_to is not None:
+            if not 0.0 <= position <= 1.0:
+                raise WordsError(f"the morph position must be within 0 … 1, got {position:g}")
+            second = parse_blend(morph_to) if isinstance(morph_to, str) else dict(morph_to)
+            latent = (1.0 - position) * latent + position * self._blend_samples(
+                second, int(count), rng
+            )
+        return np.stack([scale_gains(setting, amount) for setting in self.decode(latent)])
+
     def encode_settings(self, settings: pd.DataFrame) -> pd.DataFrame:
         """Encode settings in plug-in units; their latents and reconstructions.
 
@@ -204,36 +266,59 @@ class SemanticEQ:
     def predict(
         self, model_input: pd.DataFrame, params: Mapping[str, Any] | None = None
     ) -> pd.DataFrame:
-        """One EQ setting per row of requests (the MLflow contract; see the module doc).
+        """EQ settings for rows of requests (the MLflow contract; see the module doc).
+
+        A request without ``samples`` gets one row, its preset; one with ``samples: n``
+        gets ``n`` rows drawn from its words' regions (:meth:`sample_presets`, seeded by
+        its ``seed``, default 0). When any request asks for samples, the answer starts
+        with the columns ``request`` (the request's row number) and ``sample`` (0 … n-1;
+        0 for a request's only row when it asked for none); otherwise it is exactly the
+        13 parameter columns.
 
         Args:
             model_input: Columns ``words`` and optionally ``morph_to``, ``position``,
-                ``amount``.
+                ``amount``, ``samples`` and ``seed``.
             params: Not used (MLflow passes inference parameters here).
+
+        Raises:
+            MlflowException: An invalid request (an unknown word, a bad weight, ``samples``
+                not a whole number of at least 1, ``seed`` not a whole number of at least 0):
+                HTTP 400 when served.
         """
         frame = pd.DataFrame(model_input)
         try:
             if "words" not in frame.columns:
                 raise WordsError(
                     "each request needs a 'words' column (e.g. 'warm' or "
-                    "'warm=0.7,bright=0.3'), and optionally 'morph_to', 'position' and 'amount'"
+                    "'warm=0.7,bright=0.3'), and optionally 'morph_to', 'position', 'amount', "
+                    "'samples' and 'seed'"
                 )
-            rows = []
+            blocks, sampled = [], False
             for request in frame.to_dict("records"):
                 morph_to = request.get("morph_to")
-                rows.append(
-                    self.preset(
-                        request["words"],
-                        morph_to=None if _absent(morph_to) else str(morph_to),
-                        position=_number(request.get("position"), 0.0),
-                        amount=_number(request.get("amount"), 1.0),
+                options = {
+                    "morph_to": None if _absent(morph_to) else str(morph_to),
+                    "position": _number(request.get("position"), 0.0),
+                    "amount": _number(request.get("amount"), 1.0),
+                }
+                count = _whole(request.get("samples"), "samples", minimum=1)
+                if count is None:
+                    blocks.append(self.preset(request["words"], **options)[np.newaxis])
+                else:
+                    seed = _whole(request.get("seed"), "seed", minimum=0) or 0
+                    blocks.append(
+                        self.sample_presets(request["words"], count=count, seed=seed, **options)
                     )
-                )
+                    sampled = True
         except WordsError as error:  # a bad request, not a server fault: HTTP 400 when served
             raise MlflowException.invalid_parameter_value(str(error)) from error
-        return pd.DataFrame(
-            np.array(rows).reshape(-1, len(PARAMETER_NAMES)), columns=PARAMETER_NAMES
-        )
+        values = np.concatenate(blocks) if blocks else np.empty((0, len(PARAMETER_NAMES)))
+        answers = pd.DataFrame(values, columns=PARAMETER_NAMES)
+        if sampled:
+            sizes = [len(block) for block in blocks]
+            answers.insert(0, "sample", np.concatenate([np.arange(size) for size in sizes]))
+            answers.insert(0, "request", np.repeat(np.arange(len(sizes)), sizes))
+        return answers
 
     def get_raw_model(self) -> SemanticEQ:
         """This object itself (what ``PyFuncModel.get_raw_model()`` returns)."""
@@ -241,7 +326,14 @@ class SemanticEQ:
 
     @staticmethod
     def signature() -> ModelSignature:
-        """The MLflow signature of :meth:`predict`."""
+        """The MLflow signature of :meth:`predict` (``request`` and ``sample`` only with samples).
+
+        ``samples`` and ``seed`` are whole numbers that :meth:`predict` checks itself (type
+        ``Any`` here): as ``long``, MLflow would refuse a batch where only some requests
+        give them (the others' missing values make the column a float) and would truncate
+        ``2.5`` to 2 before :meth:`predict` could refuse it; as ``double`` it would refuse
+        a plain integer column from Python.
+        """
         return ModelSignature(
             inputs=Schema(
                 [
@@ -249,9 +341,17 @@ class SemanticEQ:
                     ColSpec("string", "morph_to", required=False),
                     ColSpec("double", "position", required=False),
                     ColSpec("double", "amount", required=False),
+                    ColSpec(AnyType(), "samples", required=False),
+                    ColSpec(AnyType(), "seed", required=False),
                 ]
             ),
-            outputs=Schema([ColSpec("double", name) for name in PARAMETER_NAMES]),
+            outputs=Schema(
+                [
+                    ColSpec("long", "request", required=False),
+                    ColSpec("long", "sample", required=False),
+                    *(ColSpec("double", name) for name in PARAMETER_NAMES),
+                ]
+            ),
         )
 
     def save(self, folder: Path) -> None:
@@ -291,6 +391,26 @@ def _absent(value: Any) -> bool:
 
 def _number(value: Any, default: float) -> float:
     return default if _absent(value) else float(value)
+
+
+def _whole(value: Any, field: str, minimum: int) -> int | None:
+    """A request's whole-number field (``samples``, ``seed``); ``None`` when not given.
+
+    Raises:
+        WordsError: Not a whole number, or below ``minimum``.
+    """
+    if _absent(value):
+        return None
+    number = value.item() if isinstance(value, np.generic) else value
+    if (
+        isinstance(number, bool)
+        or not isinstance(number, int | float)
+        or not math.isfinite(number)
+        or number != int(number)
+        or number < minimum
+    ):
+        raise WordsError(f"'{field}' must be a whole number of at least {minimum}, got {value!r}")
+    return int(number)
 
 
 def _load_pyfunc(data_path: str) -> SemanticEQ:

@@ -32,7 +32,10 @@ from neural_eq_morphing.eq.parameters import PARAMETERS, out_of_range_mask
 from neural_eq_morphing.eq.response import clamped_response_db
 from neural_eq_morphing.eq.validity import range_report
 from neural_eq_morphing.models.data import PARAMS, SPLITS, features_of
+from neural_eq_morphing.models.metrics import spec_of
 from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.protocol import eligible_terms
+from neural_eq_morphing.models.sampling import word_regions
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +127,16 @@ def embed_settings(model: SemanticEQModel, tables: Sequence[pd.DataFrame]) -> pd
 
 
 def term_centroids(latent_embeddings: pd.DataFrame) -> pd.DataFrame:
-    """Mean latent of each term over its training rows (the model's own data)."""
+    """Each term's region of the latent over its training rows (the model's own data).
+
+    Returns:
+        One row per term, most rows first: ``term``, ``n_rows``, the centroid
+        (``latent_*``, the mean latent) and the spread (``spread_*``, the per-dimension
+        standard deviation), which :mod:`~neural_eq_morphing.models.sampling` draws from.
+    """
     train = latent_embeddings[latent_embeddings["split"] == "train"]
-    columns = latent_columns(train)
-    centroids = train.groupby("term")[columns].mean()
-    centroids.insert(0, "n_rows", train.groupby("term").size())
-    return centroids.sort_values("n_rows", ascending=False).reset_index()
+    regions = word_regions(train, latent_columns(train))
+    return regions.sort_values("n_rows", ascending=False).reset_index()
 
 
 def _interpolations(centroids: np.ndarray, step: float) -> np.ndarray:
@@ -329,7 +336,10 @@ def morph_table(
 
 
 def generation(
-    presets: pd.DataFrame, test_settings: pd.DataFrame, evaluation: Mapping[str, Any]
+    presets: pd.DataFrame,
+    test_settings: pd.DataFrame,
+    train_terms: pd.Series,
+    evaluation: Mapping[str, Any],
 ) -> dict[str, Any]:
     """RMS dB distance between each term's generated preset and its held-out rows.
 
@@ -340,11 +350,14 @@ def generation(
         presets: Output of :func:`generated_presets`.
         test_settings: The test split's settings in plug-in units (``term`` and the 13
             parameters).
+        train_terms: The training split's terms.
         evaluation: ``response`` and ``min_test_rows``.
 
     Returns:
         ``{"per_term": {term: {"rms_db", "n_test_rows"}}, "mean_rms_db": ...}``, where
-        the mean is over terms with at least ``min_test_rows`` test rows.
+        the mean is ``generation_rms_db``: over the terms the registry makes eligible, the
+        protocol's rule (:func:`~neural_eq_morphing.models.protocol.eligible_terms`: at
+        least ``min_test_rows`` rows in both the test and the training split).
     """
     response = evaluation["response"]
     generated = dict(
@@ -363,9 +376,8 @@ def generation(
             "rms_db": float(np.sqrt(np.mean((generated[term] - target) ** 2))),
             "n_test_rows": len(rows),
         }
-    eligible = [
-        v["rms_db"] for v in per_term.values() if v["n_test_rows"] >= evaluation["min_test_rows"]
-    ]
+    terms = eligible_terms(test_settings["term"], train_terms, int(evaluation["min_test_rows"]))
+    eligible = [per_term[t]["rms_db"] for t in terms if t in per_term]
     return {"per_term": per_term, "mean_rms_db": float(np.mean(eligible)) if eligible else None}
 
 
@@ -443,6 +455,7 @@ def flat_metrics(
     last = history.sort_values("epoch").iloc[-1]
     metrics["final_train_loss"] = float(last["train_loss"])
     metrics["final_val_loss"] = float(last["val_loss"])
+    list(map(spec_of, metrics))  # every name is declared in the registry (KeyError names it)
     return {name: float(value) for name, value in metrics.items()}
 
 
@@ -485,7 +498,7 @@ def evaluate_model(
         "reconstruction": reconstruction(
             model, feature_normaliser, decoder_normaliser, test, evaluation
         ),
-        "generation": generation(presets, test_settings, evaluation),
+        "generation": generation(presets, test_settings, train["term"], evaluation),
         "training_health": training_health(history, evaluation),
     }
     return ModelEvaluation(

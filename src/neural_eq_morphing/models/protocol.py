@@ -19,8 +19,16 @@ go through the same functions, so their numbers are comparable by construction:
 * **morph** (:func:`morph_metrics`): smoothness and per-band monotonicity of the response
   along the pair's morph, for a model's decoded morph and for the linear blend of the
   two mean presets.
-* **realism** (:func:`realism_ratio`): distance from a generated setting to its nearest
-  real training setting, relative to the real settings' own nearest-neighbour spacing.
+* **distributions** (:meth:`FoldContext.distribution`): a generator's *draws* for a word
+  against the word's held-out settings, in dB-curve space (energy distance, MMD, k-NN
+  precision / recall / coverage, :mod:`~neural_eq_morphing.models.distributions`), with
+  references on the same folds: the held-out settings themselves (one half against the
+  other), resampled training presets, a per-word Gaussian in the normalised space, and the
+  mean preset as a point mass; and the same for the morph's midpoints
+  (:meth:`FoldContext.morph_distribution`).
+
+Every metric's name and definition is in the registry,
+:mod:`neural_eq_morphing.models.metrics`.
 
 Responses are those of docs/design.md section 7 (:func:`~neural_eq_morphing.eq.response.
 clamped_response_db`). Baselines work in the log + min-max normalised space (Log 2's
@@ -48,13 +56,13 @@ from sklearn.metrics import (
     silhouette_score,
 )
 from sklearn.metrics.pairwise import pairwise_distances
-from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES, PARAMETERS
 from neural_eq_morphing.eq.response import clamped_response_db, frequency_grid
+from neural_eq_morphing.models.distributions import distribution_scores
 
 PARAMS = list(PARAMETER_NAMES)
 GAIN_COLUMNS = [i for i, p in enumerate(PARAMETERS) if p.kind == "gain"]
@@ -75,77 +83,23 @@ BASELINE_LABELS: dict[str, str] = {
     "least_squares_preset": "least-squares preset",
     "flat": "flat EQ",
     "mean_curve": "mean training curve (unrealisable)",
-    "uniform_random": "uniform random settings",
     "pca_reconstruction": "PCA reconstruction",
+    "held_out_half": "held-out settings, first half (real data)",
+    "resampled_presets": "resampled training presets",
+    "gaussian_presets": "per-word Gaussian of the training presets",
 }
+#: Samplers of the distribution references (``held_out_half`` is the data itself).
+BASELINE_SAMPLERS = ("resampled_presets", "gaussian_presets", "mean_preset")
 #: Baselines that are references, not rivals: the report's "strongest baseline" skips them.
-REFERENCES = ("mean_curve",)
+REFERENCES = ("mean_curve", "held_out_half")
+#: The distribution metrics also measured on the morph's midpoints (as ``morph_<name>``).
+MORPH_DISTRIBUTION = ("energy_distance_db", "mmd", "knn_coverage")
 #: Frequency bands of the band-direction metrics, in Hz: (low, high).
 BANDS_HZ: dict[str, tuple[float, float]] = {
     "below_150": (0.0, 150.0),
     "low_mid": (150.0, 500.0),
     "presence": (2000.0, 6000.0),
     "above_6k": (6000.0, float("inf")),
-}
-
-
-@dataclass(frozen=True)
-class Metric:
-    """How a protocol metric is judged.
-
-    Attributes:
-        family: The family of verdicts it belongs to (multiple-comparison correction).
-        better: ``higher``, ``lower`` or ``one`` (closest to 1 is best).
-        description: One line for the report and docs/metrics.md.
-    """
-
-    family: str
-    better: str
-    description: str
-
-
-#: Every protocol metric, by name.
-METRICS: dict[str, Metric] = {
-    "silhouette": Metric("separation", "higher", "warm–bright silhouette of the test rows"),
-    "davies_bouldin": Metric("separation", "lower", "warm–bright Davies–Bouldin of the test rows"),
-    "probe_accuracy": Metric("discrimination", "higher", "warm-vs-bright probe accuracy"),
-    "probe_auc": Metric("discrimination", "higher", "warm-vs-bright probe ROC AUC"),
-    "probe_macro_f1": Metric(
-        "discrimination", "higher", "all-term probe macro-F1 on the test terms"
-    ),
-    "generation_rms_db": Metric(
-        "generation", "lower", "RMS dB from the term's mean test curve (mean over terms)"
-    ),
-    "generation_skill": Metric(
-        "generation", "higher", "1 - generation error / the mean preset's generation error"
-    ),
-    "recognised_share": Metric(
-        "generation", "higher", "share of generated terms a response classifier recognises"
-    ),
-    "recognised_probability": Metric(
-        "generation", "higher", "response classifier's probability of the intended term"
-    ),
-    "pair_distance_ratio": Metric(
-        "generation", "one", "warm–bright RMS dB distance of the generated curves / the data's"
-    ),
-    "band_agreement": Metric(
-        "generation", "higher", "share of (term, band) whose dB sign matches the data's"
-    ),
-    "band_error_db": Metric("generation", "lower", "mean |band dB - the data's band dB|"),
-    "morph_step_ratio": Metric(
-        "morph", "lower", "largest RMS dB change per α step / the even step (1 = even)"
-    ),
-    "morph_monotonic_share": Metric(
-        "morph", "higher", "share of bands whose level moves monotonically along the morph"
-    ),
-    "reconstruction_rms_db": Metric(
-        "reconstruction", "lower", "mean RMS dB between a test setting and its reconstruction"
-    ),
-    "realism_ratio": Metric(
-        "realism",
-        "lower",
-        "median distance of a generated setting to the nearest real one / the real spacing",
-    ),
 }
 
 
@@ -453,7 +407,7 @@ def generation_metrics(
     }
 
 
-# ------------------------------------------------------------------------ morph, realism
+# ------------------------------------------------------------------------------ morph
 def morph_metrics(curves: np.ndarray, response: Mapping[str, Any]) -> dict[str, float]:
     """Smoothness and monotonicity of a morph given as curves along α ``(n_alphas, n_points)``.
 
@@ -487,39 +441,121 @@ def linear_morph(start: np.ndarray, end: np.ndarray, alphas: np.ndarray) -> np.n
     return space.inverse_transform((1 - alphas)[:, None] * a + alphas[:, None] * b)
 
 
-class Realism:
-    """How far generated settings lie from real ones, relative to the real ones' spacing.
+def blend_midpoints(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Midpoints (α = 0.5) of pairs of settings ``(n, 13)``, in the baseline space."""
+    space = baseline_space()
+    a = space.transform(np.atleast_2d(first))
+    b = space.transform(np.atleast_2d(second))
+    return space.inverse_transform(0.5 * (a + b))
 
-    The median distance from each generated setting to its nearest real training setting,
-    over the median nearest-neighbour distance among the real settings themselves.
-    Distances are Euclidean in the baseline (log + min-max) space, generated settings
-    clamped to the plug-in limits first; about 1 means as close to real settings as they
-    are to one another. The index of the real settings is built once per fold.
+
+# ---------------------------------------------------------------------- distributions
+def _term_rng(seed: int, term: str, salt: int = 0) -> np.random.Generator:
+    """A random source of one term's draws: the same for every generator and run."""
+    return np.random.default_rng([int(seed), salt, *term.encode()])
+
+
+def split_half_floor(
+    test: pd.DataFrame, terms: Sequence[str], response: Mapping[str, Any], repeats: int, seed: int
+) -> float:
+    """``generation_floor_db``: the split-half noise of the held-out mean curves.
+
+    Per term, the test rows are split at random into two halves ``repeats`` times; half
+    the RMS dB between the two halves' mean curves (root mean square over the splits)
+    estimates the RMS sampling noise of the full mean curve, since for independent rows
+    Var(mean_A − mean_B) = 4 Var(mean) at equal halves. No generator that sees only the
+    word can expect a lower error against that noisy target. The mean over ``terms``;
+    NaN without terms.
+    """
+    values = []
+    curves = responses(test[PARAMS].to_numpy(np.float64), response)
+    for term in terms:
+        rows = curves[(test["term"] == term).to_numpy()]
+        rng = _term_rng(seed, term, salt=1)
+        squares = []
+        for _ in range(int(repeats)):
+            order = rng.permutation(len(rows))
+            half = len(rows) // 2
+            a, b = rows[order[:half]].mean(axis=0), rows[order[half : 2 * half]].mean(axis=0)
+            squares.append(((a - b) ** 2).mean() / 4.0)
+        values.append(float(np.sqrt(np.mean(squares))))
+    return float(np.mean(values)) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class Halves:
+    """One word's held-out settings split in two (seeded).
+
+    Attributes:
+        first: The first half's settings in plug-in units (the real-data reference, and
+            how many draws every generator makes).
+        target: The second half's dB curves (what every generator is measured against).
     """
 
-    def __init__(self, train: pd.DataFrame) -> None:
-        real = baseline_space().transform(train[PARAMS].to_numpy(np.float64))
-        self._index = NearestNeighbors(n_neighbors=2).fit(real)
-        self._spacing = float(np.median(self._index.kneighbors(real)[0][:, 1]))
-
-    def ratio(self, generated: np.ndarray) -> float:
-        """The realism ratio of ``generated`` settings in plug-in units."""
-        points = baseline_space().transform(np.asarray(generated, dtype=np.float64))
-        points = np.nan_to_num(np.clip(points, 0.0, 1.0), nan=0.5)
-        distance = float(np.median(self._index.kneighbors(points, n_neighbors=1)[0][:, 0]))
-        return distance / self._spacing if self._spacing > 0 else float("nan")
+    first: np.ndarray
+    target: np.ndarray
 
 
-def realism_ratio(generated: np.ndarray, train: pd.DataFrame) -> float:
-    """:class:`Realism` of ``generated`` against ``train``, in one call."""
-    return Realism(train).ratio(generated)
+def split_halves(
+    test: pd.DataFrame, terms: Sequence[str], response: Mapping[str, Any], seed: int
+) -> dict[str, Halves]:
+    """Each term's test rows split at random into two halves (:class:`Halves`)."""
+    out = {}
+    for term in terms:
+        settings = test.loc[test["term"] == term, PARAMS].to_numpy(np.float64)
+        order = _term_rng(seed, term, salt=2).permutation(len(settings))
+        half = len(settings) // 2
+        out[term] = Halves(
+            first=settings[order[:half]],
+            target=responses(settings[order[half:]], response),
+        )
+    return out
 
 
-def uniform_settings(count: int, seed: int) -> np.ndarray:
-    """``count`` settings drawn uniformly in the baseline space (the realism baseline)."""
+def _gaussian_draws(settings: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Draws of a Gaussian fitted to settings in the baseline space, clipped to the limits."""
     space = baseline_space()
-    rng = np.random.default_rng(seed)
-    return space.inverse_transform(rng.uniform(0.0, 1.0, (count, len(PARAMS))))
+    points = space.transform(settings)
+    covariance = np.cov(points, rowvar=False) if len(points) > 1 else np.zeros((13, 13))
+    covariance = covariance + 1e-9 * np.eye(points.shape[1])
+    draws = rng.multivariate_normal(points.mean(axis=0), covariance, size=int(count))
+    return space.inverse_transform(np.clip(draws, 0.0, 1.0))
+
+
+def baseline_draws(
+    sampler: str,
+    train: pd.DataFrame,
+    term: str,
+    count: int,
+    mean_preset: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``count`` settings of one term from a reference sampler (:data:`BASELINE_SAMPLERS`).
+
+    ``resampled_presets``: training settings of the term drawn with replacement;
+    ``gaussian_presets``: a Gaussian fitted to them in the log + min-max space, clipped to
+    the plug-in limits; ``mean_preset``: the mean preset ``count`` times (a point mass).
+    """
+    settings = train.loc[train["term"] == term, PARAMS].to_numpy(np.float64)
+    if sampler == "resampled_presets":
+        return settings[rng.integers(0, len(settings), int(count))]
+    if sampler == "gaussian_presets":
+        return _gaussian_draws(settings, count, rng)
+    if sampler == "mean_preset":
+        return np.repeat(np.asarray(mean_preset, np.float64)[None, :], int(count), axis=0)
+    raise ValueError(f"unknown sampler {sampler!r}; expected one of {BASELINE_SAMPLERS}")
+
+
+def _mean_scores(scores: Sequence[Mapping[str, float]], names: Sequence[str]) -> dict[str, float]:
+    return {
+        name: float(np.nanmean([s[name] for s in scores]))
+        if any(np.isfinite(s[name]) for s in scores)
+        else float("nan")
+        for name in names
+    }
+
+
+_DISTRIBUTION_NAMES = ("energy_distance_db", "mmd", "knn_precision", "knn_recall", "knn_coverage")
 
 
 # --------------------------------------------------------------------- one fold, all of it
@@ -538,7 +574,7 @@ class FoldContext:
         generators: The baseline generators' curves (:func:`baseline_generators`).
         baseline_settings: The settings behind them.
         evaluation: The evaluation parameters (``response``, ``min_test_rows``,
-            ``interpolation_step``, ``n_random_latents``, ``seed``).
+            ``interpolation_step``, ``distribution``, ``split_half_repeats``, ``seed``).
     """
 
     train: pd.DataFrame
@@ -557,14 +593,82 @@ class FoldContext:
         return term_targets(self.test, self.terms, self.evaluation["response"])
 
     @cached_property
-    def realism(self) -> Realism:
-        """The realism measure against this fold's training settings."""
-        return Realism(self.train)
-
-    @cached_property
     def reference_rms_db(self) -> float:
         """The mean preset's generation error on this fold (the skill's reference)."""
         return self.generation(self.generators["mean_preset"], None)["generation_rms_db"]
+
+    @cached_property
+    def generation_floor_db(self) -> float:
+        """The split-half noise of the held-out curves (:func:`split_half_floor`)."""
+        return split_half_floor(
+            self.test,
+            self.terms,
+            self.evaluation["response"],
+            int(self.evaluation["split_half_repeats"]),
+            int(self.evaluation["seed"]),
+        )
+
+    @cached_property
+    def distribution_terms(self) -> list[str]:
+        """Terms with enough test and training rows for the distribution metrics."""
+        minimum = int(self.evaluation["distribution"]["min_test_rows"])
+        return eligible_terms(self.test["term"], self.train["term"], minimum)
+
+    @cached_property
+    def halves(self) -> dict[str, Halves]:
+        """The distribution terms' held-out settings in two halves (:func:`split_halves`)."""
+        return split_halves(
+            self.test,
+            self.distribution_terms,
+            self.evaluation["response"],
+            int(self.evaluation["seed"]),
+        )
+
+    @property
+    def morph_measured(self) -> bool:
+        """Whether both terms of the pair have halves (the morph's distribution is measured)."""
+        return all(t in self.halves for t in self.pair)
+
+    @cached_property
+    def morph_target(self) -> np.ndarray:
+        """The second halves of both terms of the pair, pooled (curves)."""
+        return np.concatenate([self.halves[t].target for t in self.pair])
+
+    @property
+    def morph_count(self) -> int:
+        """How many morph midpoints a generator draws (the pooled first halves' size)."""
+        return sum(len(self.halves[t].first) for t in self.pair)
+
+    def draw_count(self, term: str) -> int:
+        """How many settings a generator draws for ``term`` (its first half's size)."""
+        return len(self.halves[term].first)
+
+    def distribution(self, draws: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """The distribution metrics of one generator's draws ``{term: settings}``.
+
+        Each term's draws against its second half; the mean over the distribution terms
+        (NaN without any).
+        """
+        response, k = self.evaluation["response"], int(self.evaluation["distribution"]["k"])
+        scores = [
+            distribution_scores(responses(draws[term], response), self.halves[term].target, k)
+            for term in self.distribution_terms
+        ]
+        if not scores:
+            return dict.fromkeys(_DISTRIBUTION_NAMES, float("nan"))
+        return _mean_scores(scores, _DISTRIBUTION_NAMES)
+
+    def morph_distribution(self, midpoints: np.ndarray | None) -> dict[str, float]:
+        """``morph_*`` distribution metrics of morph midpoints (settings) against both words."""
+        names = [f"morph_{name}" for name in MORPH_DISTRIBUTION]
+        if midpoints is None or not self.morph_measured:
+            return dict.fromkeys(names, float("nan"))
+        scores = distribution_scores(
+            responses(midpoints, self.evaluation["response"]),
+            self.morph_target,
+            int(self.evaluation["distribution"]["k"]),
+        )
+        return {f"morph_{name}": scores[name] for name in MORPH_DISTRIBUTION}
 
     def generation(
         self, curves: Mapping[str, np.ndarray], reference: float | None
@@ -586,7 +690,10 @@ class FoldContext:
 
 
 def fold_context(
-    settings: pd.DataFrame, assignment: pd.DataFrame, evaluation: Mapping[str, Any]
+    settings: pd.DataFrame,
+    assignment: pd.DataFrame,
+    evaluation: Mapping[str, Any],
+    part: str = "test",
 ) -> FoldContext:
     """Fit everything a fold's metrics need on its training part.
 
@@ -594,13 +701,16 @@ def fold_context(
         settings: The settings in plug-in units (``entry_id``, ``term``, the parameters).
         assignment: The fold as a split assignment (``entry_id``, ``split``).
         evaluation: The evaluation parameters; ``morph`` names the pair.
+        part: The part measured: ``test``, or ``validation`` (contributors the training
+            part does not hold either, used to choose the strongest baselines without
+            looking at the test part).
 
     Raises:
         ValueError: A term of the pair has no training rows in the fold.
     """
     split = settings["entry_id"].map(assignment.set_index("entry_id")["split"])
     train = settings[split == "train"].reset_index(drop=True)
-    test = settings[split == "test"].reset_index(drop=True)
+    test = settings[split == part].reset_index(drop=True)
     pair = (str(evaluation["morph"][0]), str(evaluation["morph"][1]))
     missing = [t for t in pair if not (train["term"] == t).any()]
     if missing:
@@ -641,8 +751,53 @@ def _pca_reconstruction(context: FoldContext, components: int) -> float:
     return float(np.sqrt((error**2).mean(axis=1)).mean())
 
 
+def _mean_preset_of(context: FoldContext, term: str) -> np.ndarray:
+    """The term's mean preset (computed here for a term that is not generation-eligible)."""
+    if term in context.baseline_settings["mean_preset"]:
+        return context.baseline_settings["mean_preset"][term]
+    return _mean_presets(context.train[context.train["term"] == term], baseline_space())[term]
+
+
+def _sampler_metrics(context: FoldContext, sampler: str) -> dict[str, float]:
+    """A reference sampler's distribution metrics and its morph midpoints' on one fold."""
+    seed = int(context.evaluation["seed"])
+
+    def draws(term: str, count: int, salt: int) -> np.ndarray:
+        return baseline_draws(
+            sampler,
+            context.train,
+            term,
+            count,
+            _mean_preset_of(context, term),
+            _term_rng(seed, term, salt=salt),
+        )
+
+    metrics = context.distribution(
+        {t: draws(t, context.draw_count(t), 3) for t in context.distribution_terms}
+    )
+    midpoints = None
+    if context.morph_measured:
+        count = context.morph_count
+        midpoints = blend_midpoints(*(draws(t, count, 4) for t in context.pair))
+    metrics.update(context.morph_distribution(midpoints))
+    return metrics
+
+
+def _held_out_half(context: FoldContext) -> dict[str, float]:
+    """The real-data reference: the first halves against the second halves."""
+    metrics = context.distribution({t: h.first for t, h in context.halves.items()})
+    pooled = (
+        np.concatenate([context.halves[t].first for t in context.pair])
+        if context.morph_measured
+        else None
+    )
+    metrics.update(context.morph_distribution(pooled))
+    metrics["generation_floor_db"] = context.generation_floor_db
+    return metrics
+
+
 def baseline_metrics(context: FoldContext, latent_dim: int) -> dict[str, dict[str, float]]:
-    """Every baseline's protocol metrics on one fold.
+    """Every baseline's and reference's protocol metrics on one fold.
 
     Args:
         context: The fold (:func:`fold_context`).
@@ -650,8 +805,10 @@ def baseline_metrics(context: FoldContext, latent_dim: int) -> dict[str, dict[st
 
     Returns:
         ``{baseline: {metric: value}}``: the representations with separation and probe
-        metrics, the generators with generation metrics (the mean preset also with the
-        linear morph between the pair's mean presets), ``uniform_random`` with realism,
+        metrics; the generators with generation metrics (the mean preset also with the
+        linear morph between the pair's mean presets, and with the distribution metrics
+        of the point mass at it); ``resampled_presets`` and ``gaussian_presets`` with the
+        distribution metrics; ``held_out_half`` with them and ``generation_floor_db``;
         ``pca_reconstruction`` with reconstruction.
     """
     out: dict[str, dict[str, float]] = {}
@@ -671,9 +828,12 @@ def baseline_metrics(context: FoldContext, latent_dim: int) -> dict[str, dict[st
     for name in BASELINE_GENERATORS:
         out[name] = context.generation(context.generators[name], reference)
     out["mean_preset"].update(_pair_morph(context))
-    count, seed = int(context.evaluation["n_random_latents"]), int(context.evaluation["seed"])
-    out["uniform_random"] = {"realism_ratio": context.realism.ratio(uniform_settings(count, seed))}
-    out["pca_reconstruction"] = {"reconstruction_rms_db": _pca_reconstruction(context, latent_dim)}
+    for sampler in BASELINE_SAMPLERS:
+        out.setdefault(sampler, {}).update(_sampler_metrics(context, sampler))
+    out["held_out_half"] = _held_out_half(context)
+    out["pca_reconstruction"] = {
+        "reconstruction_rms_db.mean": _pca_reconstruction(context, latent_dim)
+    }
     return out
 
 
@@ -683,7 +843,8 @@ def model_metrics(
     test_latent: np.ndarray,
     generated: Mapping[str, np.ndarray],
     morph_settings: np.ndarray,
-    random_settings: np.ndarray,
+    draws: Mapping[str, np.ndarray],
+    morph_midpoints: np.ndarray | None,
 ) -> dict[str, float]:
     """A model's protocol metrics on one fold.
 
@@ -697,7 +858,11 @@ def model_metrics(
         generated: The decoded term presets in plug-in units, ``{term: setting}``.
         morph_settings: Decoded settings along the pair's morph, α from 0 to 1 in steps
             of ``interpolation_step``.
-        random_settings: Decoded random latents in plug-in units.
+        draws: The model's draws for each distribution term in plug-in units,
+            ``{term: (context.draw_count(term), 13)}``
+            (:mod:`~neural_eq_morphing.models.sampling`).
+        morph_midpoints: Its decoded morph midpoints (``context.morph_count`` of them),
+            or ``None`` when the morph's distribution is not measured on this fold.
     """
     response = context.evaluation["response"]
     metrics = separation_metrics(
@@ -713,5 +878,6 @@ def model_metrics(
     curves = {t: responses(np.asarray(generated[t])[None, :], response)[0] for t in context.terms}
     metrics.update(context.generation(curves, context.reference_rms_db))
     metrics.update(morph_metrics(responses(morph_settings, response), response))
-    metrics["realism_ratio"] = context.realism.ratio(random_settings)
+    metrics.update(context.distribution(draws))
+    metrics.update(context.morph_distribution(morph_midpoints))
     return metrics

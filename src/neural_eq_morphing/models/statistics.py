@@ -10,6 +10,16 @@ the p-values are adjusted with Holm's step-down method, and a verdict is ``bette
 difference``. Verdicts whose adjusted p-value lies within a factor of two of ``alpha``
 are flagged *borderline*: a rerun on another CPU (round-off differs in the third digit)
 may move them across the line.
+
+The interval of a paired difference is *adjusted the same way as its verdict*: it is the
+t-interval at level ``1 − alpha · p / p_Holm``, the level at which Holm's procedure
+effectively tested that comparison, so it excludes zero exactly when the verdict is
+``better`` or ``worse``. Each comparison also states the *smallest detectable
+difference*: the true mean difference the paired t-test would detect with probability
+``power`` at its fold count and at Holm's strictest level (``alpha`` over the family's
+size), from the per-fold spread of the differences. A summary interval over folds of a
+metric with a bounded range (a share) is a percentile bootstrap of the fold mean, which
+stays inside the range; of any other metric, a Student-t interval.
 """
 
 from __future__ import annotations
@@ -74,10 +84,39 @@ def fold_means(fold_metrics: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFra
     return means
 
 
+def bootstrap_interval(
+    values: Sequence[float], confidence: float, seed: int, resamples: int = 2000
+) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap interval of the mean of ``values`` (NaNs dropped).
+
+    Every resampled mean lies within the values' range, so the interval respects a
+    metric's bounds. With fewer than two values the interval is ``(nan, nan)``.
+    """
+    array = np.asarray(values, dtype=np.float64)
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        return (float("nan"),) * 3
+    mean = float(array.mean())
+    if array.size == 1:
+        return mean, float("nan"), float("nan")
+    rng = np.random.default_rng(int(seed))
+    means = array[rng.integers(0, array.size, (int(resamples), array.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(means, [tail, 100.0 - tail])
+    return mean, float(low), float(high)
+
+
 def summarise(
-    fold_metrics: pd.DataFrame, metrics: Sequence[str], confidence: float = 0.95
+    fold_metrics: pd.DataFrame,
+    metrics: Sequence[str],
+    confidence: float = 0.95,
+    bounded: Sequence[str] = (),
+    seed: int = 0,
 ) -> pd.DataFrame:
-    """Mean with its t-interval over folds for every configuration and metric.
+    """Mean with its interval over folds for every configuration and metric.
+
+    The interval is a Student-t interval, or for the ``bounded`` metrics (shares) a
+    percentile bootstrap of the fold mean seeded by ``seed`` (:func:`bootstrap_interval`).
 
     Returns:
         Long table: ``configuration``, ``metric``, ``mean``, ``ci_low``, ``ci_high``,
@@ -92,7 +131,10 @@ def summarise(
             values = rows[metric].to_numpy(np.float64)
             if not np.isfinite(values).any():
                 continue
-            mean, low, high = t_interval(values, confidence)
+            if metric in bounded:
+                mean, low, high = bootstrap_interval(values, confidence, seed)
+            else:
+                mean, low, high = t_interval(values, confidence)
             records.append(
                 {
                     "configuration": configuration,
@@ -124,12 +166,47 @@ def improvement(a: np.ndarray, b: np.ndarray, better: str) -> np.ndarray:
     raise ValueError(f"unknown direction {better!r}; expected higher, lower or one")
 
 
+def adjusted_interval(
+    differences: np.ndarray, p_value: float, p_holm: float, alpha: float
+) -> tuple[float, float, float]:
+    """The t-interval of paired differences at Holm's effective level for them.
+
+    The level is ``1 − alpha · p / p_Holm``: the interval excludes zero exactly when
+    ``p_Holm < alpha``. Returns ``(level, low, high)``; a constant difference (``p = 0``)
+    has the zero-width interval at ``1 − alpha``, identical values NaN.
+    """
+    mean = float(np.mean(differences))
+    if not np.isfinite(p_value):
+        return float("nan"), float("nan"), float("nan")
+    if p_value == 0.0 or p_holm == 0.0:
+        return 1.0 - alpha, mean, mean
+    level = 1.0 - alpha * p_value / p_holm
+    _, low, high = t_interval(differences, level)
+    return level, low, high
+
+
+def detectable_difference(
+    differences: np.ndarray, family_size: int, alpha: float, power: float
+) -> float:
+    """The smallest true mean difference the paired t-test detects with ``power``.
+
+    ``(t_{1−α/(2m), n−1} + t_{power, n−1}) · sd / √n`` with ``m`` the family's size
+    (Holm's first, strictest step) and ``n`` the number of folds; NaN with fewer than two.
+    """
+    n = len(differences)
+    if n < 2 or family_size < 1:
+        return float("nan")
+    sd = float(np.std(differences, ddof=1))
+    critical = stats.t.ppf(1.0 - alpha / (2.0 * family_size), n - 1)
+    return float((critical + stats.t.ppf(power, n - 1)) * sd / np.sqrt(n))
+
+
 def paired_verdicts(
     fold_means_table: pd.DataFrame,
     comparisons: Sequence[Mapping[str, Any]],
     directions: Mapping[str, str],
     alpha: float = 0.05,
-    confidence: float = 0.95,
+    power: float = 0.8,
 ) -> pd.DataFrame:
     """Paired comparisons over folds, Holm-corrected within each family.
 
@@ -138,14 +215,15 @@ def paired_verdicts(
         comparisons: Each ``{"family", "configuration", "against", "metric"}``.
         directions: Per metric, ``higher``, ``lower`` or ``one``.
         alpha: Level of the corrected tests.
-        confidence: Level of the intervals.
+        power: The power of the smallest detectable difference.
 
     Returns:
         One row per comparison: ``family``, ``configuration``, ``against``, ``metric``,
         ``n_folds``, ``difference`` (mean improvement of ``configuration`` over
-        ``against``, positive = better), ``ci_low``, ``ci_high``, ``p_value``,
-        ``p_holm``, ``verdict`` and ``borderline``. Comparisons without two folds where
-        both are defined are left out.
+        ``against``, positive = better), ``ci_low``, ``ci_high`` (adjusted as the
+        verdict, :func:`adjusted_interval`), ``ci_level``, ``p_value``, ``p_holm``,
+        ``verdict``, ``borderline`` and ``detectable`` (:func:`detectable_difference`).
+        Comparisons without two folds where both are defined are left out.
     """
     table = fold_means_table.set_index(["configuration", "fold"])
     records = []
@@ -157,7 +235,7 @@ def paired_verdicts(
         if len(joined) < 2:
             continue
         diff = improvement(joined["a"].to_numpy(), joined["b"].to_numpy(), directions[metric])
-        mean, low, high = t_interval(diff, confidence)
+        mean = float(np.mean(diff))
         if np.allclose(diff, 0.0, rtol=0.0, atol=1e-12):
             p_value = float("nan")
         elif np.allclose(diff, diff[0], rtol=0.0, atol=1e-12):
@@ -172,9 +250,8 @@ def paired_verdicts(
                 "metric": metric,
                 "n_folds": len(joined),
                 "difference": mean,
-                "ci_low": low,
-                "ci_high": high,
                 "p_value": p_value,
+                "_differences": diff,
             }
         )
     columns = [
@@ -186,17 +263,32 @@ def paired_verdicts(
         "difference",
         "ci_low",
         "ci_high",
+        "ci_level",
         "p_value",
         "p_holm",
         "verdict",
         "borderline",
+        "detectable",
     ]
     if not records:
         return pd.DataFrame(columns=columns)
     verdicts = pd.DataFrame.from_records(records)
     verdicts["p_holm"] = np.nan
+    verdicts["detectable"] = np.nan
     for _, rows in verdicts.groupby("family", sort=False):
         verdicts.loc[rows.index, "p_holm"] = holm(rows["p_value"].to_numpy())
+        size = int(np.isfinite(rows["p_value"].to_numpy()).sum())
+        for index in rows.index:
+            verdicts.loc[index, "detectable"] = detectable_difference(
+                verdicts.loc[index, "_differences"], size, alpha, power
+            )
+    intervals = [
+        adjusted_interval(row["_differences"], row["p_value"], row["p_holm"], alpha)
+        for _, row in verdicts.iterrows()
+    ]
+    verdicts["ci_level"], verdicts["ci_low"], verdicts["ci_high"] = (
+        [interval[i] for interval in intervals] for i in range(3)
+    )
 
     def word(row: pd.Series) -> str:
         if not np.isfinite(row["p_value"]):

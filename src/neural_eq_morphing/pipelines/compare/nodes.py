@@ -31,20 +31,32 @@ from neural_eq_morphing.models.evaluation import (
     decode,
     evaluate_model,
     latent_columns,
-    random_latents,
 )
 from neural_eq_morphing.models.folds import contributor_folds, fold_assignment, fold_names
+from neural_eq_morphing.models.metrics import (
+    JUDGED_METRICS,
+    PROTOCOL_METRICS,
+    merge_metrics,
+    spec_of,
+    without_shared,
+)
 from neural_eq_morphing.models.modules import SemanticEQModel
 from neural_eq_morphing.models.progress import default_progress
 from neural_eq_morphing.models.protocol import (
-    METRICS,
+    REFERENCES,
     FoldContext,
     baseline_metrics,
     fold_context,
     model_metrics,
     morph_alphas,
 )
-from neural_eq_morphing.models.statistics import fold_means, paired_verdicts, summarise
+from neural_eq_morphing.models.sampling import sample_latents, spread_columns
+from neural_eq_morphing.models.statistics import (
+    fold_means,
+    improvement,
+    paired_verdicts,
+    summarise,
+)
 from neural_eq_morphing.models.training import (
     MEMBER_FIELDS,
     TrainingConfig,
@@ -108,6 +120,51 @@ def fit_folds(
     }
 
 
+def fit_validation_folds(
+    settings_filtered: pd.DataFrame, fold_table: pd.DataFrame, evaluation: Mapping[str, Any]
+) -> dict[str, FoldContext]:
+    """Per fold, the baselines fitted on its training part and measured on its validation part.
+
+    The validation part holds contributors neither the training nor the test part has:
+    the strongest baseline of each metric is chosen there (:func:`strongest_baselines`),
+    never on the results it is then compared with.
+    """
+    return {
+        fold: fold_context(
+            settings_filtered,
+            fold_assignment(fold_table, settings_filtered, fold),
+            evaluation,
+            part="validation",
+        )
+        for fold in fold_names(fold_table)
+    }
+
+
+def strongest_baselines(
+    validation_contexts: Mapping[str, FoldContext], designs: Mapping[str, Any]
+) -> dict[str, str]:
+    """Per judged metric, the baseline with the best mean over folds on the validation parts.
+
+    References (the mean training curve, the held-out data) are not rivals and are
+    skipped. Returns ``{metric: baseline}`` for the metrics some baseline has.
+    """
+    table = run_baselines(validation_contexts, designs)
+    rivals = table[~table["configuration"].isin(REFERENCES)]
+    means = rivals.groupby("configuration", sort=False).mean(numeric_only=True)
+    chosen = {}
+    for name, spec in JUDGED_METRICS.items():
+        if name not in means.columns or not means[name].notna().any():
+            continue
+        values = means[name].dropna()
+        score = improvement(values.to_numpy(), np.zeros(len(values)), spec.better)
+        chosen[name] = str(values.index[int(np.argmax(score))])
+    logger.info(
+        "Strongest baselines (chosen on the validation parts): %s",
+        ", ".join(f"{m} {b}" for m, b in chosen.items()),
+    )
+    return chosen
+
+
 def run_baselines(
     fold_contexts: Mapping[str, FoldContext], designs: Mapping[str, Any]
 ) -> pd.DataFrame:
@@ -132,7 +189,7 @@ def run_baselines(
 
 def _ordered(table: pd.DataFrame) -> pd.DataFrame:
     keys = [k for k in KEYS if k in table.columns]
-    metric_columns = [m for m in METRICS if m in table.columns]
+    metric_columns = [m for m in PROTOCOL_METRICS if m in table.columns]
     rest = [c for c in table.columns if c not in keys and c not in metric_columns]
     return table[keys + metric_columns + rest]
 
@@ -147,6 +204,48 @@ def _member_tables(
 def _in_order(latent: pd.DataFrame, entry_ids: pd.Series) -> np.ndarray:
     by_entry = latent.set_index("entry_id")[latent_columns(latent)]
     return by_entry.loc[entry_ids.to_numpy()].to_numpy(np.float64)
+
+
+def _draws(
+    evaluated: ModelEvaluation,
+    model: SemanticEQModel,
+    output_space: Mapping[str, Any],
+    context: FoldContext,
+    evaluation: Mapping[str, Any],
+) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """A member's draws for each distribution term, and its morph midpoints.
+
+    Each term's latent points come from its region over the member's training rows
+    (:mod:`~neural_eq_morphing.models.sampling`, the rule the served model samples with),
+    as many as the term's first held-out half; the morph's midpoints mix independent
+    draws of the pair's two regions half and half. Seeded by ``evaluation.seed``.
+    """
+    regions = evaluated.term_centroids.set_index("term")
+    columns = latent_columns(regions)
+    spreads = spread_columns(columns)
+    bounded = not model.variational
+    rng = np.random.default_rng([int(evaluation["seed"]), 5])
+
+    def latents(term: str, count: int) -> np.ndarray:
+        row = regions.loc[term]
+        return sample_latents(
+            row[columns].to_numpy(np.float64),
+            row[spreads].to_numpy(np.float64),
+            count,
+            rng,
+            bounded,
+        )
+
+    draws = {
+        term: decode(model, output_space, latents(term, context.draw_count(term)))
+        for term in context.distribution_terms
+    }
+    midpoints = None
+    if context.morph_measured:
+        count = context.morph_count
+        first, second = (latents(term, count) for term in context.pair)
+        midpoints = decode(model, output_space, 0.5 * (first + second))
+    return draws, midpoints
 
 
 def _protocol_metrics(
@@ -166,16 +265,26 @@ def _protocol_metrics(
     alphas = morph_alphas(evaluation["interpolation_step"])
     morph = decode(model, output_space, (1 - alphas)[:, None] * start + alphas[:, None] * end)
     presets = evaluated.generated_presets.set_index("term")[PARAMS]
-    metrics = model_metrics(
+    return model_metrics(
         context,
         _in_order(latent, context.train["entry_id"]),
         _in_order(latent, context.test["entry_id"]),
         {str(term): row.to_numpy() for term, row in presets.iterrows()},
         morph,
-        decode(model, output_space, random_latents(evaluation, model)),
+        *_draws(evaluated, model, output_space, context, evaluation),
     )
-    metrics["reconstruction_rms_db"] = evaluated.metrics["reconstruction_rms_db.mean"]
-    return metrics
+
+
+def fold_row(
+    keys: Mapping[str, Any], protocol: Mapping[str, float], evaluated: Mapping[str, float]
+) -> dict[str, Any]:
+    """One row of ``compare_fold_metrics``: the keys, the protocol's metrics, the evaluation's.
+
+    A metric both measure (``generation_rms_db``, ``reconstruction_rms_db.mean``) is kept
+    once, after checking the two agree; any other name given twice is an error
+    (:func:`~neural_eq_morphing.models.metrics.merge_metrics`).
+    """
+    return merge_metrics(keys, protocol, without_shared(evaluated, protocol))
 
 
 @dataclass(frozen=True)
@@ -350,9 +459,9 @@ def run_configurations(
             history = member.history
             histories.append(history.assign(configuration=name, fold=member.fold))
             if member.fold == REPRODUCTION:
-                reproduction_rows.append({**keys, **evaluated.metrics})
+                reproduction_rows.append(merge_metrics(keys, evaluated.metrics))
                 continue
-            fold_rows.append({**keys, **protocol, **evaluated.metrics})
+            fold_rows.append(fold_row(keys, protocol, evaluated.metrics))
             if name not in examples:
                 examples[name] = {
                     "fold": member.fold,
@@ -430,18 +539,23 @@ def seed_runs(
 def summarise_comparison(
     fold_metrics: pd.DataFrame, baseline_fold_metrics: pd.DataFrame, compare: Mapping[str, Any]
 ) -> pd.DataFrame:
-    """Mean and t-interval over folds (seeds averaged within a fold) of every metric.
+    """Mean and interval over folds (seeds averaged within a fold) of every metric.
 
     Models and baselines in one long table: ``configuration``, ``metric``, ``mean``,
     ``ci_low``, ``ci_high``, ``n_folds``, ``n_seeds``. The protocol metrics come first,
-    then ``evaluate_model``'s (models only).
+    then ``evaluate_model``'s (models only). A metric with a bounded range in the registry
+    gets a bootstrap interval inside it (``compare.statistics.seed``), any other a
+    t-interval.
     """
-    confidence = float(compare["statistics"]["confidence"])
-    metrics = list(METRICS) + [
-        c for c in fold_metrics.columns if c not in METRICS and c not in KEYS
+    statistics = compare["statistics"]
+    metrics = list(PROTOCOL_METRICS) + [
+        c for c in fold_metrics.columns if c not in PROTOCOL_METRICS and c not in KEYS
     ]
+    bounded = [name for name in metrics if spec_of(name).bounds is not None]
     table = pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True)
-    return summarise(table, metrics, confidence)
+    return summarise(
+        table, metrics, float(statistics["confidence"]), bounded, int(statistics["seed"])
+    )
 
 
 def comparisons(
@@ -468,11 +582,11 @@ def comparisons(
                 baseline_fold_metrics.loc[baseline_fold_metrics[metric].notna(), "configuration"]
             )
         )
-        for metric in METRICS
+        for metric in JUDGED_METRICS
         if metric in baseline_fold_metrics.columns
     }
     for name, configuration in configurations.items():
-        for metric, spec in METRICS.items():
+        for metric, spec in JUDGED_METRICS.items():
             for baseline in has.get(metric, []):
                 out.append(
                     {
@@ -487,7 +601,7 @@ def comparisons(
             against = reference_design if name != reference_design else None
         if against is None:
             continue
-        for metric in METRICS:
+        for metric in JUDGED_METRICS:
             out.append(
                 {
                     "family": f"{name} vs {against}",
@@ -508,14 +622,14 @@ def judge_comparison(
     """Paired differences by fold with Holm-corrected verdicts (see ``paired_verdicts``)."""
     statistics = compare["statistics"]
     table = fold_means(
-        pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True), list(METRICS)
+        pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True), list(JUDGED_METRICS)
     )
     return paired_verdicts(
         table,
         comparisons(configurations, baseline_fold_metrics, compare.get("reference_design")),
-        {name: spec.better for name, spec in METRICS.items()},
+        {name: spec.better for name, spec in JUDGED_METRICS.items()},
         alpha=float(statistics["alpha"]),
-        confidence=float(statistics["confidence"]),
+        power=float(statistics["power"]),
     )
 
 
@@ -550,7 +664,8 @@ def comparison_metrics(
     ``<configuration>.<metric>.mean`` / ``.ci_low`` / ``.ci_high``; per fold
     ``<configuration>.<fold>.<metric>`` (the mean over its seeds) for the protocol
     metrics; ``<configuration>.vs.<against>.<metric>.difference`` / ``.ci_low`` /
-    ``.ci_high`` / ``.p_holm``; and the reproduction's in-sample metrics,
+    ``.ci_high`` (adjusted as the verdict) / ``.p_holm`` / ``.detectable``; and the
+    reproduction's in-sample metrics,
     ``<design>.reproduction.<metric>.mean`` / ``.std`` (over seeds).
     """
     metrics: dict[str, dict[str, float]] = {}
@@ -560,17 +675,18 @@ def comparison_metrics(
             if np.isfinite(value):
                 metrics[f"{row.configuration}.{row.metric}.{statistic}"] = _metric(value)
     per_fold = fold_means(
-        pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True), list(METRICS)
+        pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True),
+        list(PROTOCOL_METRICS),
     )
     for row in per_fold.to_dict("records"):
-        for metric in METRICS:
+        for metric in PROTOCOL_METRICS:
             value = row.get(metric)
             if value is not None and np.isfinite(value):
                 metrics[f"{row['configuration']}.{row['fold']}.{metric}"] = _metric(value)
     metrics.update(_reproduction_metrics(reproduction))
     for row in verdicts.itertuples(index=False):
         prefix = f"{row.configuration}.vs.{row.against}.{row.metric}"
-        for statistic in ("difference", "ci_low", "ci_high", "p_holm"):
+        for statistic in ("difference", "ci_low", "ci_high", "p_holm", "detectable"):
             value = getattr(row, statistic)
             if np.isfinite(value):
                 metrics[f"{prefix}.{statistic}"] = _metric(value)

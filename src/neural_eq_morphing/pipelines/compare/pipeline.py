@@ -9,11 +9,13 @@ from neural_eq_morphing.pipelines.compare.nodes import (
     comparison_metrics,
     configurations_of,
     fit_folds,
+    fit_validation_folds,
     judge_comparison,
     make_folds,
     run_baselines,
     run_configurations,
     seed_runs,
+    strongest_baselines,
     summarise_comparison,
 )
 from neural_eq_morphing.pipelines.compare.report import render_report, report_context
@@ -45,6 +47,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["settings_filtered", "fold_table", "params:evaluation"],
                 "fold_contexts",
                 name="fit_folds",
+            ),
+            node(
+                fit_validation_folds,
+                ["settings_filtered", "fold_table", "params:evaluation"],
+                "validation_fold_contexts",
+                name="fit_validation_folds",
+            ),
+            node(
+                strongest_baselines,
+                ["validation_fold_contexts", "params:designs"],
+                "compare_strongest_baselines",
+                name="choose_strongest_baselines",
             ),
             node(
                 run_baselines,
@@ -127,6 +141,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "compare_verdicts",
                     "compare_fold_metrics",
                     "compare_baseline_metrics",
+                    "compare_strongest_baselines",
                     "compare_reproduction_metrics",
                     "fold_table",
                     "settings_filtered",

@@ -26,7 +26,13 @@ from matplotlib.figure import Figure
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.eq.response import clamped_response_db, frequency_grid
 from neural_eq_morphing.models.folds import fold_summary
-from neural_eq_morphing.models.protocol import BASELINE_LABELS, METRICS, REFERENCES
+from neural_eq_morphing.models.metrics import JUDGED_METRICS, PROTOCOL_METRICS
+from neural_eq_morphing.models.protocol import (
+    BASELINE_LABELS,
+    BASELINE_SAMPLERS,
+    MORPH_DISTRIBUTION,
+    REFERENCES,
+)
 from neural_eq_morphing.models.statistics import BETTER, WORSE, fold_means, improvement
 from neural_eq_morphing.pipelines.designs import compare_seeds
 from neural_eq_morphing.pipelines.evaluation.plots import plot_training_curves
@@ -90,19 +96,12 @@ def _best(summary: Summary, names: Sequence[str], metric: str) -> str | None:
     candidates = [n for n in names if np.isfinite(summary.mean(n, metric))]
     if not candidates:
         return None
-    better = METRICS[metric].better
+    better = PROTOCOL_METRICS[metric].better
     score = {
         n: improvement(np.array([summary.mean(n, metric)]), np.array([0.0]), better)[0]
         for n in candidates
     }
     return max(candidates, key=lambda n: score[n])
-
-
-def strongest_baselines(summary: Summary, baselines: Sequence[str]) -> dict[str, str]:
-    """Per protocol metric, the baseline with the best mean (references skipped)."""
-    rivals = [b for b in baselines if b not in REFERENCES]
-    best = {metric: _best(summary, rivals, metric) for metric in METRICS}
-    return {metric: name for metric, name in best.items() if name is not None}
 
 
 def _verdict_text(row: Any) -> str:
@@ -133,7 +132,7 @@ def verdict_table(
     """
     records = []
     for metric, baseline in strongest.items():
-        record = {"metric": metric, "better": METRICS[metric].better}
+        record = {"metric": metric, "better": PROTOCOL_METRICS[metric].better}
         for model in models:
             record[_label(model, labels)] = summary.cell(model, metric)
         record["strongest baseline"] = (
@@ -192,8 +191,8 @@ def family_tables(
 ) -> dict[str, pd.DataFrame]:
     """Per metric family, a table: rows the models and baselines, cells ``mean [CI]``."""
     tables = {}
-    for family in dict.fromkeys(spec.family for spec in METRICS.values()):
-        metrics = [m for m, spec in METRICS.items() if spec.family == family]
+    for family in dict.fromkeys(spec.family for spec in JUDGED_METRICS.values()):
+        metrics = [m for m, spec in PROTOCOL_METRICS.items() if spec.family == family]
         rows = [n for n in names if any(summary.has(n, m) for m in metrics)]
         if not rows:
             continue
@@ -239,7 +238,7 @@ def per_fold_figure(
             if name in table and table[name].notna().any():
                 axis.plot(positions, table[name].to_numpy(), marker="o", label=_label(name, labels))
         axis.set_xticks(positions, list(folds), rotation=60, fontsize=7)
-        axis.set_title(f"{metric} ({METRICS[metric].better} is better)")
+        axis.set_title(f"{metric} ({PROTOCOL_METRICS[metric].better} is better)", fontsize=9)
         axis.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
     return figure
@@ -259,7 +258,7 @@ def ablation_table(
     for name, spec in configurations.items():
         if name == spec["design"]:
             continue
-        for metric in METRICS:
+        for metric in JUDGED_METRICS:
             row = _verdict_of(verdicts, name, spec["design"], metric)
             if row is None:
                 continue
@@ -290,7 +289,7 @@ def reference_table(
     """
     others = [d for d in designs if d != reference]
     records = []
-    for metric, spec in METRICS.items():
+    for metric, spec in JUDGED_METRICS.items():
         record = {
             "metric": metric,
             "better": spec.better,
@@ -328,7 +327,7 @@ def best_design_table(
         records.append(
             {
                 "metric": metric,
-                "better": METRICS[metric].better,
+                "better": PROTOCOL_METRICS[metric].better,
                 "best design": _label(best, labels),
                 "its value": summary.cell(best, metric),
                 "vs strongest baseline": (
@@ -342,6 +341,126 @@ def best_design_table(
             }
         )
     return pd.DataFrame.from_records(records)
+
+
+#: The word-only optimum of generation (a curve, not a setting).
+OPTIMUM = "mean_curve"
+#: The distribution references, in the order the report shows them.
+DISTRIBUTION_REFERENCES = ("held_out_half", *BASELINE_SAMPLERS)
+DISTRIBUTION_METRICS = tuple(
+    m for m, spec in PROTOCOL_METRICS.items() if spec.family == "distribution"
+)
+MORPH_DISTRIBUTION_METRICS = tuple(f"morph_{m}" for m in MORPH_DISTRIBUTION)
+
+
+def _adjusted(row: Any) -> str:
+    """``difference [adjusted CI]`` of one verdict row (``n/a`` without one)."""
+    if row is None:
+        return "n/a"
+    return interval(row["difference"], row["ci_low"], row["ci_high"])
+
+
+def generation_table(
+    summary: Summary,
+    verdicts: pd.DataFrame,
+    designs: Sequence[str],
+    labels: Mapping[str, str],
+) -> pd.DataFrame:
+    """Each design's generation error beside the word-only optimum and the noise floor.
+
+    Per design: ``generation_rms_db`` [interval over folds]; its excess over the mean
+    preset and over the mean training curve (the word-only optimum), each a paired
+    difference in dB with its Holm-adjusted interval (positive = the design's error is
+    larger); and the smallest difference the protocol could detect against the optimum.
+    The last rows are the references themselves and the split-half floor.
+    """
+    records = []
+    for design in designs:
+        record = {
+            "": _label(design, labels),
+            "generation_rms_db": summary.cell(design, "generation_rms_db"),
+        }
+        for against in ("mean_preset", OPTIMUM):
+            row = _verdict_of(verdicts, design, against, "generation_rms_db")
+            excess = (
+                None
+                if row is None
+                else {
+                    "difference": -row["difference"],
+                    "ci_low": -row["ci_high"],
+                    "ci_high": -row["ci_low"],
+                }
+            )
+            record[f"excess over {_label(against, labels)} (dB)"] = _adjusted(excess)
+        row = _verdict_of(verdicts, design, OPTIMUM, "generation_rms_db")
+        record["smallest detectable (dB)"] = "n/a" if row is None else _number(row["detectable"])
+        records.append(record)
+    for name in ("mean_preset", OPTIMUM):
+        records.append(
+            {"": _label(name, labels), "generation_rms_db": summary.cell(name, "generation_rms_db")}
+        )
+    records.append(
+        {
+            "": "split-half floor of the held-out curves",
+            "generation_rms_db": summary.cell("held_out_half", "generation_floor_db"),
+        }
+    )
+    return pd.DataFrame.from_records(records).fillna("")
+
+
+def generation_sentences(
+    summary: Summary,
+    verdicts: pd.DataFrame,
+    designs: Sequence[str],
+    labels: Mapping[str, str],
+) -> list[str]:
+    """Per design: does it match the word-only optimum, and within how much?
+
+    "Matches within x dB" when its Holm-corrected verdict against the mean training curve
+    is not "worse", x being the upper end of the adjusted interval of its excess; "does
+    not" otherwise, with the excess. A generator that sees only the word cannot beat that
+    optimum in expectation, so this is the generation question a design can answer.
+    """
+    floor = summary.mean("held_out_half", "generation_floor_db")
+    sentences = []
+    for design in designs:
+        row = _verdict_of(verdicts, design, OPTIMUM, "generation_rms_db")
+        if row is None:
+            continue
+        excess = -row["difference"]
+        upper = -row["ci_low"]
+        name = _label(design, labels)
+        if row["verdict"] == WORSE:
+            text = (
+                f"**{name} does not match the word-only optimum**: its generation error is "
+                f"{_number(excess)} dB [{_number(-row['ci_high'])}, {_number(upper)}] above "
+                "the mean training curve's"
+            )
+        else:
+            text = (
+                f"**{name} matches the word-only optimum within {_number(upper)} dB** (its "
+                f"excess over the mean training curve: {_number(excess)} dB, adjusted "
+                f"interval [{_number(-row['ci_high'])}, {_number(upper)}])"
+            )
+        sentences.append(
+            f"{text}; the protocol detects differences from about "
+            f"{_number(row['detectable'])} dB at Holm's strictest level; "
+            f"the held-out curves' own split-half noise is {_number(floor)} dB."
+        )
+    return sentences
+
+
+def distribution_table(
+    summary: Summary,
+    names: Sequence[str],
+    metrics: Sequence[str],
+    labels: Mapping[str, str],
+) -> pd.DataFrame:
+    """Designs and references on the distribution metrics: ``mean [interval]`` cells."""
+    rows = [n for n in names if any(summary.has(n, m) for m in metrics)]
+    return pd.DataFrame(
+        [{"": _label(n, labels), **{m: summary.cell(n, m) for m in metrics}} for n in rows]
+    )
 
 
 def _difference_text(row: Any) -> str:
@@ -602,7 +721,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 #: The metrics shown fold by fold (table and figure).
-PER_FOLD_METRICS = ("silhouette", "probe_auc", "generation_rms_db")
+PER_FOLD_METRICS = ("silhouette", "probe_auc", "generation_rms_db", "energy_distance_db")
 
 
 def report_context(
@@ -610,6 +729,7 @@ def report_context(
     verdicts: pd.DataFrame,
     fold_metrics: pd.DataFrame,
     baseline_fold_metrics: pd.DataFrame,
+    strongest: Mapping[str, str],
     reproduction: pd.DataFrame,
     fold_table: pd.DataFrame,
     settings: pd.DataFrame,
@@ -629,6 +749,8 @@ def report_context(
         verdicts: Paired, Holm-corrected verdicts (``judge_comparison``).
         fold_metrics: The models' metrics per fold and seed.
         baseline_fold_metrics: The baselines' metrics per fold.
+        strongest: Per judged metric, the strongest baseline (chosen on the validation
+            parts, ``strongest_baselines``).
         reproduction: The designs' in-sample metrics on the original protocol, per seed.
         fold_table: The folds (contributor → fold, part).
         settings: The descriptor settings (for the folds' row and term counts).
@@ -653,12 +775,22 @@ def report_context(
     reference = compare.get("reference_design")
     reference = reference if reference in designs else None
     baselines = list(dict.fromkeys(baseline_fold_metrics["configuration"]))
-    strongest = strongest_baselines(summary, baselines)
+    strongest = dict(strongest)
     folds = fold_summary(fold_table, settings)
     per_fold = fold_means(
-        pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True), list(METRICS)
+        pd.concat([fold_metrics, baseline_fold_metrics], ignore_index=True),
+        list(PROTOCOL_METRICS),
     )
     shown = designs + sorted({strongest[m] for m in PER_FOLD_METRICS if m in strongest})
+    generation_shown = [*designs, "mean_preset", OPTIMUM]
+    floor = per_fold[per_fold["configuration"] == "held_out_half"][["fold", "generation_floor_db"]]
+    generation_per_fold = per_fold_table(
+        per_fold, "generation_rms_db", generation_shown, folds, labels
+    )
+    generation_per_fold["split-half floor"] = [
+        _number(v)
+        for v in floor.set_index("fold")["generation_floor_db"].reindex(generation_per_fold["fold"])
+    ]
     seeds = compare_seeds(compare)
     example_fold = examples[designs[0]]["fold"]
     means = {
@@ -687,12 +819,32 @@ def report_context(
             [
                 {
                     "metric": m,
-                    "family": spec.family,
+                    "family": spec.family or "not judged",
                     "better": spec.better,
-                    "what": spec.description,
+                    "unit": spec.unit or "-",
+                    "what": spec.definition,
                 }
-                for m, spec in METRICS.items()
+                for m, spec in PROTOCOL_METRICS.items()
             ]
+        ),
+        "preset_gap": _number(
+            summary.mean("mean_preset", "generation_rms_db")
+            - summary.mean(OPTIMUM, "generation_rms_db")
+        ),
+        "power_percent": round(100 * float(compare["statistics"]["power"])),
+        "distribution_min_rows": int(evaluation["distribution"]["min_test_rows"]),
+        "distribution_k": int(evaluation["distribution"]["k"]),
+        "generation_table": generation_table(summary, verdicts, designs, labels),
+        "generation_sentences": generation_sentences(summary, verdicts, designs, labels),
+        "generation_per_fold": generation_per_fold,
+        "distribution_table": distribution_table(
+            summary, [*designs, *DISTRIBUTION_REFERENCES], DISTRIBUTION_METRICS, labels
+        ),
+        "morph_distribution_table": distribution_table(
+            summary, [*designs, *DISTRIBUTION_REFERENCES], MORPH_DISTRIBUTION_METRICS, labels
+        ),
+        "strongest_table": pd.DataFrame(
+            [{"metric": m, "strongest baseline": _label(b, labels)} for m, b in strongest.items()]
         ),
         "family_tables": family_tables(summary, models + baselines, labels),
         "per_fold_tables": {
