@@ -238,6 +238,8 @@ SMALL_EVALUATION = {
     "morph_alphas": [0.0, 0.5, 1.0],
     "health_window": 2,
     "n_worst": 3,
+    "split_half_repeats": 5,
+    "distribution": {"min_test_rows": 8, "k": 3},
     "response": {"n_points": 32, "f_min": 20.0, "f_max": 20000.0},
 }
 

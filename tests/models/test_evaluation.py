@@ -133,11 +133,17 @@ def test_presets_morph_and_generation(evaluation_data):
     test_settings = evaluation_data["settings"][
         evaluation_data["settings"]["entry_id"].isin(test_ids)
     ]
-    result = generation(presets, test_settings, SMALL_EVALUATION)
+    train_terms = evaluation_data["tables"][0]["term"]
+    result = generation(presets, test_settings, train_terms, SMALL_EVALUATION)
     assert set(result["per_term"]) == {"warm", "bright", "airy"}
     assert all(v["n_test_rows"] == 4 for v in result["per_term"].values())
     assert result["mean_rms_db"] == pytest.approx(
         np.mean([v["rms_db"] for v in result["per_term"].values()])
+    )
+    # the protocol's eligibility: a term without enough training rows is not averaged in
+    few = generation(presets, test_settings, train_terms[train_terms != "airy"], SMALL_EVALUATION)
+    assert few["mean_rms_db"] == pytest.approx(
+        np.mean([result["per_term"][t]["rms_db"] for t in ("warm", "bright")])
     )
 
 

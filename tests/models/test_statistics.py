@@ -90,3 +90,46 @@ def test_paired_verdicts_follow_the_direction_and_the_correction():
     assert verdicts.loc[("g", "good"), "verdict"] == WORSE
     assert verdicts.loc[("h", "good"), "verdict"] == IDENTICAL
     assert verdicts.loc[("f", "err"), "p_holm"] >= verdicts.loc[("f", "err"), "p_value"]
+
+
+def test_adjusted_intervals_exclude_zero_exactly_when_the_verdict_does():
+    rng = np.random.default_rng(5)
+    folds = [f"f{i}" for i in range(9)]
+    rows, comparisons = [], []
+    for k, shift in enumerate(np.linspace(0.0, 1.2, 12)):
+        name = f"m{k}"
+        noise = rng.normal(0.0, 1.0, 9)
+        rows += [
+            {"configuration": name, "fold": f, "score": shift + e}
+            for f, e in zip(folds, noise, strict=True)
+        ]
+        comparisons.append(
+            {"family": "one", "configuration": name, "against": "base", "metric": "score"}
+        )
+    rows += [{"configuration": "base", "fold": f, "score": 0.0} for f in folds]
+    verdicts = paired_verdicts(pd.DataFrame(rows), comparisons, {"score": "higher"}, alpha=0.05)
+    decided = verdicts["verdict"].isin([BETTER, WORSE])
+    excludes = (verdicts["ci_low"] > 0) | (verdicts["ci_high"] < 0)
+    assert decided.any()
+    assert (~decided).any()
+    assert (decided == excludes).all()
+    # the adjusted interval is wider than the unadjusted 95 % one
+    assert (verdicts["ci_level"] >= 0.95).all()
+    # the smallest detectable difference grows with the family's size (Holm's strictest level)
+    single = paired_verdicts(pd.DataFrame(rows), comparisons[:1], {"score": "higher"})
+    assert single["detectable"].iloc[0] < verdicts["detectable"].iloc[0]
+
+
+def test_a_share_gets_a_bootstrap_interval_inside_its_range():
+    folds = pd.DataFrame(
+        {
+            "configuration": "m",
+            "fold": [f"f{i}" for i in range(5)],
+            "share": [1.0, 1.0, 1.0, 1.0, 0.6],
+        }
+    )
+    bounded = summarise(folds, ["share"], 0.95, bounded=["share"], seed=1).iloc[0]
+    plain = summarise(folds, ["share"], 0.95).iloc[0]
+    assert plain["ci_high"] > 1.0  # the t-interval leaves the range
+    assert 0.6 <= bounded["ci_low"] <= bounded["ci_high"] <= 1.0
+    assert bounded["mean"] == pytest.approx(0.92)

@@ -342,10 +342,10 @@ def _entries() -> list[Metric]:
         # --------------------------------------------------------- distributions
         Metric(
             "energy_distance_db",
-            "energy distance 2E|X−Y| − E|X−X'| − E|Y−Y'| between a generator's draws for a "
-            "word (X, as many as the first half) and the word's held-out settings (Y, the "
-            "second half), distances RMS dB between responses, U-statistics within each "
-            "set; the mean over terms",
+            "energy distance 2·E d(X, Y) − E d(X, X') − E d(Y, Y') between a generator's "
+            "draws for a word (X, as many as the first half) and the word's held-out "
+            "settings (Y, the second half), distances RMS dB between responses, "
+            "U-statistics within each set; the mean over terms",
             "lower",
             "dB",
             _DISTRIBUTION_TERMS,
@@ -674,3 +674,23 @@ def markdown_tables(scope: str) -> str:
             for s in specs
         ]
     return "\n".join([header, *rows])
+
+
+def update_doc(text: str) -> str:
+    """``text`` with each ``<!-- registry:<scope>:start/end -->`` block rendered anew."""
+    for scope in (EVALUATION, PROTOCOL):
+        start, end = f"<!-- registry:{scope}:start -->", f"<!-- registry:{scope}:end -->"
+        if start not in text or end not in text:
+            raise ValueError(f"the document lacks the markers {start} … {end}")
+        before, rest = text.split(start, 1)
+        _, after = rest.split(end, 1)
+        text = f"{before}{start}\n{markdown_tables(scope)}\n{end}{after}"
+    return text
+
+
+if __name__ == "__main__":  # python -m neural_eq_morphing.models.metrics docs/metrics.md
+    import sys
+    from pathlib import Path
+
+    target = Path(sys.argv[1])
+    target.write_text(update_doc(target.read_text(encoding="utf-8")), encoding="utf-8")

@@ -737,7 +737,7 @@ def fold_context(
 
 def _pair_morph(context: FoldContext) -> dict[str, float]:
     alphas = morph_alphas(context.evaluation["interpolation_step"])
-    start, end = (context.baseline_settings["mean_preset"][t] for t in context.pair)
+    start, end = (_mean_preset_of(context, t) for t in context.pair)
     curves = responses(linear_morph(start, end, alphas), context.evaluation["response"])
     return morph_metrics(curves, context.evaluation["response"])
 

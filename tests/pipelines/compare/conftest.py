@@ -27,11 +27,11 @@ TINY_COMPARE = {
     "reference_design": "log2",
     "claimed": {"log1": {"silhouette": -0.5}, "log2": {"silhouette": 0.07}},
     "questions": [
-        {"metric": "generation_rms_db", "baseline": "mean_preset"},
         {"metric": "probe_auc", "baseline": "parameters"},
+        {"metric": "energy_distance_db", "baseline": "resampled_presets"},
     ],
     "folds": {"min_rows": 1000, "k": 2, "validation_fraction": 0.2, "seed": 0},
-    "statistics": {"confidence": 0.95, "alpha": 0.05},
+    "statistics": {"confidence": 0.95, "alpha": 0.05, "power": 0.8, "seed": 0},
 }
 
 

@@ -5,6 +5,7 @@ import pytest
 
 from neural_eq_morphing.datasets.mlflow_runs import MlflowNestedRunsDataset
 from neural_eq_morphing.models import evaluation as ev
+from neural_eq_morphing.models.metrics import EVALUATION, REGISTRY, Metric
 from neural_eq_morphing.models.modules import SemanticEQModel
 from neural_eq_morphing.models.training import TrainingConfig
 from neural_eq_morphing.pipelines.compare.nodes import (
@@ -203,6 +204,12 @@ def test_a_metric_added_to_the_evaluation_reaches_run_metrics_and_compare_summar
     original = ev.flat_metrics
     monkeypatch.setattr(
         ev, "flat_metrics", lambda *a, **k: {**original(*a, **k), "new_metric": 0.25}
+    )
+    # a new metric is one registry entry (an undeclared name is refused by the summary)
+    monkeypatch.setitem(
+        REGISTRY,
+        "new_metric",
+        Metric("new_metric", "a test metric", "higher", "", "every test row", (EVALUATION,)),
     )
     designs = _designs()
     design = next(iter(designs))

@@ -10,7 +10,12 @@ import jinja2
 import pandas as pd
 import pytest
 
-from neural_eq_morphing.pipelines.compare.nodes import judge_comparison, summarise_comparison
+from neural_eq_morphing.pipelines.compare.nodes import (
+    fit_validation_folds,
+    judge_comparison,
+    strongest_baselines,
+    summarise_comparison,
+)
 from neural_eq_morphing.pipelines.compare.report import (
     markdown_table,
     render_html,
@@ -66,11 +71,13 @@ def _inputs() -> tuple:
         ]
     )
     provenance = {"sha256": "f" * 64, "matches_published": False}
+    validation = fit_validation_folds(settings, fold_table, SMALL_EVALUATION)
     return (
         summarise_comparison(fold_metrics, baselines, COMPARE),
         judge_comparison(fold_metrics, baselines, configurations, COMPARE),
         fold_metrics,
         baselines,
+        strongest_baselines(validation, designs),
         reproduction,
         fold_table,
         settings,
@@ -142,6 +149,11 @@ def test_the_html_holds_every_table_and_figure_of_the_markdown(context, report):
             "ablation_table",
             "reproduction_table",
             "all_verdicts_table",
+            "generation_table",
+            "generation_per_fold",
+            "distribution_table",
+            "morph_distribution_table",
+            "strongest_table",
         )
     ]
     tables += [*context["family_tables"].values(), *context["per_fold_tables"].values()]
@@ -184,6 +196,8 @@ def test_the_report_says_what_it_measured(context, report, inputs):
     for heading in (
         "# Neural semantic EQ on SAFE-DB: does it beat simple baselines across contributors?",
         "## Verdict",
+        "## Generation: the word-only optimum, and the floor",
+        "## Distributions of drawn settings",
         "## Folds",
         "## Models and baselines, per metric family",
         "## Fold by fold",
@@ -202,12 +216,15 @@ def test_the_report_says_what_it_measured(context, report, inputs):
         s.startswith("**") and "across contributors" in s for s in context["verdict_sentences"]
     )
     # every fold of the fold table is a row of the folds table
-    fold_table = inputs[5]
+    fold_table = inputs[6]
     assert context["fold_summary"]["fold"].tolist() == list(dict.fromkeys(fold_table["fold"]))
     # the verdict table's cells are the summary's numbers
     summary = inputs[0].set_index(["configuration", "metric"])
-    mean = summary.loc[("log2", "silhouette"), "mean"]
-    row = context["verdict_table"].set_index("metric").loc["silhouette"]
+    table = context["verdict_table"].set_index("metric")
+    first = table.index[0]  # the metrics whose strongest baseline the validation parts chose
+    assert set(table.index) == set(inputs[4])
+    mean = summary.loc[("log2", first), "mean"]
+    row = table.loc[first]
     assert row[DESIGNS["log2"]["label"]].startswith(f"{mean:.3f} [")
     # Range validity: guaranteed by Log 2's bounded output, measured for Log 1's z-score inverse
     why = context["construction_table"].set_index("configuration")["why"]
@@ -240,9 +257,30 @@ def test_every_design_is_judged_against_log2_and_the_questions_are_answered(cont
     # One plain answer per question, naming the baseline and a yes or a no.
     answers = context["question_answers"]
     assert len(answers) == 2
-    assert answers[0].startswith("**Does any design beat the mean preset on generation_rms_db?**")
-    assert answers[1].startswith("**Does any design beat the normalised parameters on probe_auc?**")
+    assert answers[0].startswith("**Does any design beat the normalised parameters on probe_auc?**")
+    assert answers[1].startswith(
+        "**Does any design beat the resampled training presets on energy_distance_db?**"
+    )
     assert all(" Yes: " in a or " No. " in a for a in answers)
+    # Generation is answered against the word-only optimum, with the floor beside it.
+    sentences = context["generation_sentences"]
+    assert len(sentences) == len(DESIGNS)
+    for sentence in sentences:
+        assert "the word-only optimum" in sentence
+        assert " matches " in sentence or " does not match " in sentence
+        assert "split-half noise" in sentence
+    rows = context["generation_table"].set_index("")
+    assert "split-half floor of the held-out curves" in rows.index
+    assert rows.loc[DESIGNS["log2"]["label"], "smallest detectable (dB)"] != "n/a"
+    distribution = context["distribution_table"].set_index("")
+    for reference in (
+        "held-out settings, first half (real data)",
+        "resampled training presets",
+        "per-word Gaussian of the training presets",
+        "mean preset",
+    ):
+        assert reference in distribution.index
+    assert distribution.loc["mean preset", "knn_recall"].startswith("0.000")
     best = context["best_design_table"].set_index("metric")
     assert set(best["best design"]) <= {
         "Log 1 <original>",
