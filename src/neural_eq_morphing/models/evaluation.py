@@ -35,7 +35,7 @@ from neural_eq_morphing.models.data import PARAMS, SPLITS, features_of
 from neural_eq_morphing.models.metrics import spec_of
 from neural_eq_morphing.models.modules import SemanticEQModel
 from neural_eq_morphing.models.protocol import eligible_terms
-from neural_eq_morphing.models.sampling import word_regions
+from neural_eq_morphing.models.sampling import posterior_columns, word_regions
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,9 @@ def embed_settings(model: SemanticEQModel, tables: Sequence[pd.DataFrame]) -> pd
     """Encode every row of the train, validation and test tables (eval mode).
 
     Returns:
-        One row per setting: ``entry_id``, ``contributor_id``, ``term``, ``split`` and the
-        latent coordinates ``latent_00`` … .
+        One row per setting: ``entry_id``, ``contributor_id``, ``term``, ``split``, the
+        latent coordinates ``latent_00`` … (a β-VAE's posterior means) and, for a β-VAE,
+        its posterior variances ``posterior_var_00`` … .
     """
     frames = [
         table[["entry_id", "contributor_id", "term"]].assign(split=name)
@@ -120,10 +121,18 @@ def embed_settings(model: SemanticEQModel, tables: Sequence[pd.DataFrame]) -> pd
     model.eval()
     with torch.no_grad():
         latent = model.encode(torch.from_numpy(features)).numpy()
+        variance = (
+            model.posterior(torch.from_numpy(features))[1].exp().numpy()
+            if model.variational
+            else None
+        )
     columns = [f"latent_{i:02d}" for i in range(latent.shape[1])]
     frame = pd.concat(frames, ignore_index=True)
     frame["split"] = frame["split"].astype("string")
-    return pd.concat([frame, pd.DataFrame(latent, columns=columns)], axis=1)
+    parts = [frame, pd.DataFrame(latent, columns=columns)]
+    if variance is not None:
+        parts.append(pd.DataFrame(variance, columns=posterior_columns(columns)))
+    return pd.concat(parts, axis=1)
 
 
 def term_centroids(latent_embeddings: pd.DataFrame) -> pd.DataFrame:
