@@ -586,7 +586,7 @@ def _patterns() -> list[tuple[re.Pattern[str], Metric]]:
     for name, spec in REGISTRY.items():
         if "<" in name:
             regex = re.sub(
-                r"<[^>]+>", "[^.]+", re.escape(name).replace(r"\<", "<").replace(r"\>", ">")
+                r"<[^>]+>", ".+", re.escape(name).replace(r"\<", "<").replace(r"\>", ">")
             )
             out.append((re.compile(f"^{regex}$"), spec))
     return out
