@@ -100,5 +100,25 @@ def test_the_app_morphs_and_plays_the_processed_audio(app, browser, screenshot):
     assert len(data) == 6 * 44_100
 
 
+def test_another_one_draws_new_settings_reproducibly(app, browser, screenshot):
+    browser.set_window_size(1600, 1400)
+
+    def fresh() -> tuple[str, str]:
+        browser.get(app)
+        return _wait(lambda: (s := _state(browser))[0].count("_") >= 13 and s[1] and s, "the curve")
+
+    start = fresh()
+    browser.find_element(By.ID, "another").click()
+    first = _changed(browser, start)
+    browser.find_element(By.ID, "another").click()
+    second = _changed(browser, first)
+    assert second[0] != start[0]
+    screenshot("app_another")
+    # a new page starts the draws again: its first sample is the same setting
+    assert fresh()[0] == start[0]
+    browser.find_element(By.ID, "another").click()
+    assert _changed(browser, start)[0] == first[0]
+
+
 def test_the_app_listens_on_127_0_0_1_only(app):
     assert app.startswith("http://127.0.0.1:")

@@ -47,8 +47,15 @@ def test_report_lands_in_reporting_and_mlflow_with_every_figure(compared):
         assert heading in markdown
     # Every design beyond Log 2 is judged against it, and the headline questions answered.
     assert "## Designs against Log 2 (fix), on the same folds" in markdown
-    assert "**Does any design beat the mean preset on generation_rms_db?**" in markdown
     assert "**Does any design beat the normalised parameters on probe_auc?**" in markdown
+    assert (
+        "**Does any design beat the resampled training presets on energy_distance_db?**" in markdown
+    )
+    # Generation is stated against the word-only optimum, with the floor and the references.
+    assert "## Generation: the word-only optimum, and the floor" in markdown
+    assert "the word-only optimum" in markdown.split("## Verdict", 1)[1].split("##", 1)[0]
+    assert "## Distributions of drawn settings" in markdown
+    assert "realism" not in markdown
     versions = sorted((project / "data" / "08_reporting" / "compare" / "report.html").glob("*/*"))
     assert len(versions) == 2  # one per run, nothing overwritten
     assert versions[-1].read_text() == html
