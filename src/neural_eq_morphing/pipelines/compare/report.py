@@ -417,9 +417,11 @@ def generation_sentences(
     """Per design: does it match the word-only optimum, and within how much?
 
     "Matches within x dB" when its Holm-corrected verdict against the mean training curve
-    is not "worse", x being the upper end of the adjusted interval of its excess; "does
-    not" otherwise, with the excess. A generator that sees only the word cannot beat that
-    optimum in expectation, so this is the generation question a design can answer.
+    is "no detectable difference", x being the upper end of the adjusted interval of its
+    excess; "does not" when it is worse, with the excess; "below the optimum" when it is
+    detectably better (possible on particular folds, not in expectation). A generator that
+    sees only the word cannot beat that optimum in expectation, so this is the generation
+    question a design can answer.
     """
     floor = summary.mean("held_out_half", "generation_floor_db")
     sentences = []
@@ -430,7 +432,14 @@ def generation_sentences(
         excess = -row["difference"]
         upper = -row["ci_low"]
         name = _label(design, labels)
-        if row["verdict"] == WORSE:
+        if row["verdict"] == BETTER:
+            text = (
+                f"**{name} comes out below the word-only optimum**: its generation error is "
+                f"{_number(-excess)} dB [{_number(row['ci_low'])}, {_number(row['ci_high'])}] "
+                "under the mean training curve's (the optimum holds in expectation over new "
+                "people; these folds' held-out people may differ from the training ones)"
+            )
+        elif row["verdict"] == WORSE:
             text = (
                 f"**{name} does not match the word-only optimum**: its generation error is "
                 f"{_number(excess)} dB [{_number(-row['ci_high'])}, {_number(upper)}] above "
