@@ -17,6 +17,8 @@ from neural_eq_morphing.pipelines.compare.nodes import (
     summarise_comparison,
 )
 from neural_eq_morphing.pipelines.compare.report import (
+    Summary,
+    generation_sentences,
     markdown_table,
     render_html,
     render_markdown,
@@ -302,3 +304,46 @@ def test_publish_results_takes_every_figure_from_the_markdown(context, report):
     assert figures["figure_1"] == base64.b64decode(first["src"].split(",", 1)[1])
     assert f"![{first['alt']}](images/results/figure_1.png)" in doc
     assert "base64" not in doc
+
+
+def test_the_generation_sentence_matches_the_verdict_against_the_optimum():
+    summary = Summary(
+        pd.DataFrame(
+            [
+                {
+                    "configuration": "held_out_half",
+                    "metric": "generation_floor_db",
+                    "mean": 0.8,
+                    "ci_low": 0.5,
+                    "ci_high": 1.1,
+                }
+            ]
+        )
+    )
+
+    def row(name, difference, low, high, verdict):
+        return {
+            "configuration": name,
+            "against": "mean_curve",
+            "metric": "generation_rms_db",
+            "difference": difference,  # positive: the design's error is smaller
+            "ci_low": low,
+            "ci_high": high,
+            "verdict": verdict,
+            "detectable": 0.4,
+            "borderline": False,
+        }
+
+    verdicts = pd.DataFrame(
+        [
+            row("same", -0.05, -0.2, 0.1, "no detectable difference"),
+            row("worse", -1.0, -1.6, -0.4, "worse"),
+            row("better", 0.3, 0.1, 0.5, "better"),
+        ]
+    )
+    same, worse, better = generation_sentences(summary, verdicts, ["same", "worse", "better"], {})
+    assert same.startswith("**same matches the word-only optimum within 0.200 dB**")
+    assert worse.startswith("**worse does not match the word-only optimum**")
+    assert "1.000 dB [0.400, 1.600] above" in worse
+    assert better.startswith("**better comes out below the word-only optimum**")
+    assert all("0.400 dB" in s and "noise is 0.800 dB" in s for s in (same, worse, better))
