@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -14,8 +16,11 @@ from neural_eq_morphing.pipelines.compare.nodes import (
     comparisons,
     configurations_of,
     ensembles,
+    fit_validation_folds,
     judge_comparison,
+    make_folds,
     seed_runs,
+    strongest_baselines,
     summarise_comparison,
 )
 from neural_eq_morphing.pipelines.data_processing.nodes import (
@@ -25,7 +30,7 @@ from neural_eq_morphing.pipelines.data_processing.nodes import (
 )
 from neural_eq_morphing.pipelines.evaluation.nodes import evaluate, metrics_for_mlflow
 from tests.conftest import DESIGNS, SMALL_EVALUATION, project_parameters
-from tests.pipelines.compare.conftest import TINY_COMPARE, compared_tiny
+from tests.pipelines.compare.conftest import TINY_COMPARE, compared_tiny, tiny_settings
 
 
 def test_compare_seeds():
@@ -295,3 +300,16 @@ def test_a_design_and_ablations_that_change_only_member_fields_share_one_ensembl
     assert {"log2_separate_heads", "log2_perceptual"} <= set(together)
     assert ["vae2"] in families
     assert ["vae32", "vae32_contrastive"] in families  # the contrastive weights: member fields
+
+
+def test_strongest_baselines_are_chosen_on_validation_parts_and_skip_empty_ones():
+    settings = tiny_settings()
+    fold_table = make_folds(settings, TINY_COMPARE)
+    contexts = fit_validation_folds(settings, fold_table, SMALL_EVALUATION)
+    designs = _designs()
+    chosen = strongest_baselines(contexts, designs)
+    assert chosen
+    assert not set(chosen.values()) & {"mean_curve", "held_out_half"}  # references, not rivals
+    assert chosen["reconstruction_rms_db.mean"] == "pca_reconstruction"
+    empty = {fold: replace(c, test=c.test.iloc[:0]) for fold, c in contexts.items()}
+    assert strongest_baselines(empty, designs) == {}

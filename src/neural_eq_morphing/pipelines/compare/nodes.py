@@ -146,9 +146,14 @@ def strongest_baselines(
     """Per judged metric, the baseline with the best mean over folds on the validation parts.
 
     References (the mean training curve, the held-out data) are not rivals and are
-    skipped. Returns ``{metric: baseline}`` for the metrics some baseline has.
+    skipped, and so are folds without a validation part. Returns ``{metric: baseline}`` for
+    the metrics some baseline has.
     """
-    table = run_baselines(validation_contexts, designs)
+    measured = {fold: c for fold, c in validation_contexts.items() if len(c.test)}
+    if not measured:
+        logger.warning("No fold has a validation part: no strongest baseline is chosen")
+        return {}
+    table = run_baselines(measured, designs)
     rivals = table[~table["configuration"].isin(REFERENCES)]
     means = rivals.groupby("configuration", sort=False).mean(numeric_only=True)
     chosen = {}
