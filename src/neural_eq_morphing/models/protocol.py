@@ -38,7 +38,7 @@ features, fitted on nothing), so they need no fitting beyond the fold's training
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -690,37 +690,28 @@ class FoldContext:
 
 
 def fold_context(
-    settings: pd.DataFrame,
-    assignment: pd.DataFrame,
-    evaluation: Mapping[str, Any],
-    part: str = "test",
+    settings: pd.DataFrame, assignment: pd.DataFrame, evaluation: Mapping[str, Any]
 ) -> FoldContext:
-    """Fit everything a fold's metrics need on its training part.
+    """Fit everything a fold's metrics need on its training part; measure on its test part.
 
     Args:
         settings: The settings in plug-in units (``entry_id``, ``term``, the parameters).
         assignment: The fold as a split assignment (``entry_id``, ``split``).
         evaluation: The evaluation parameters; ``morph`` names the pair.
-        part: The part measured: ``test``, or ``validation`` (contributors the training
-            part does not hold either, used to choose the strongest baselines without
-            looking at the test part).
 
     Raises:
         ValueError: A term of the pair has no training rows in the fold.
     """
     split = settings["entry_id"].map(assignment.set_index("entry_id")["split"])
     train = settings[split == "train"].reset_index(drop=True)
-    test = settings[split == part].reset_index(drop=True)
     pair = (str(evaluation["morph"][0]), str(evaluation["morph"][1]))
     missing = [t for t in pair if not (train["term"] == t).any()]
     if missing:
         raise ValueError(f"the pair's term(s) {missing} have no training rows in this fold")
-    terms = eligible_terms(test["term"], train["term"], int(evaluation["min_test_rows"]))
-    generators, baseline_settings = baseline_generators(train, terms, evaluation["response"])
-    return FoldContext(
+    fitted = FoldContext(
         train=train,
-        test=test,
-        terms=terms,
+        test=train.iloc[:0],
+        terms=[],
         pair=pair,
         representations=fit_representations(
             baseline_space().transform(train[PARAMS].to_numpy(np.float64)),
@@ -729,9 +720,29 @@ def fold_context(
             int(evaluation["seed"]),
         ),
         classifier=ResponseClassifier(train, evaluation["response"]),
-        generators=generators,
-        baseline_settings=baseline_settings,
+        generators={},
+        baseline_settings={},
         evaluation=evaluation,
+    )
+    return measured_on(fitted, settings[split == "test"])
+
+
+def measured_on(context: FoldContext, rows: pd.DataFrame) -> FoldContext:
+    """The same fold, fitted on the same training part, measured on other ``rows``.
+
+    Used for a fold's validation part (contributors that neither its training nor its
+    test part holds), where the strongest baselines are chosen without looking at the
+    test part. Only what depends on the measured rows is computed again: the eligible
+    terms and the baseline generators for them.
+    """
+    test = rows.reset_index(drop=True)
+    evaluation = context.evaluation
+    terms = eligible_terms(test["term"], context.train["term"], int(evaluation["min_test_rows"]))
+    generators, baseline_settings = baseline_generators(
+        context.train, terms, evaluation["response"]
+    )
+    return replace(
+        context, test=test, terms=terms, generators=generators, baseline_settings=baseline_settings
     )
 
 

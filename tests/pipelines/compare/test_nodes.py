@@ -16,6 +16,7 @@ from neural_eq_morphing.pipelines.compare.nodes import (
     comparisons,
     configurations_of,
     ensembles,
+    fit_folds,
     fit_validation_folds,
     judge_comparison,
     make_folds,
@@ -305,7 +306,9 @@ def test_a_design_and_ablations_that_change_only_member_fields_share_one_ensembl
 def test_strongest_baselines_are_chosen_on_validation_parts_and_skip_empty_ones():
     settings = tiny_settings()
     fold_table = make_folds(settings, TINY_COMPARE)
-    contexts = fit_validation_folds(settings, fold_table, SMALL_EVALUATION)
+    contexts = fit_validation_folds(
+        fit_folds(settings, fold_table, SMALL_EVALUATION), settings, fold_table
+    )
     designs = _designs()
     chosen = strongest_baselines(contexts, designs)
     assert chosen

@@ -73,7 +73,7 @@ def _inputs() -> tuple:
         ]
     )
     provenance = {"sha256": "f" * 64, "matches_published": False}
-    validation = fit_validation_folds(settings, fold_table, SMALL_EVALUATION)
+    validation = fit_validation_folds(contexts, settings, fold_table)
     return (
         summarise_comparison(fold_metrics, baselines, COMPARE),
         judge_comparison(fold_metrics, baselines, configurations, COMPARE),

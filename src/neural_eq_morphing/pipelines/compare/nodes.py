@@ -47,6 +47,7 @@ from neural_eq_morphing.models.protocol import (
     FoldContext,
     baseline_metrics,
     fold_context,
+    measured_on,
     model_metrics,
     morph_alphas,
 )
@@ -121,23 +122,23 @@ def fit_folds(
 
 
 def fit_validation_folds(
-    settings_filtered: pd.DataFrame, fold_table: pd.DataFrame, evaluation: Mapping[str, Any]
+    fold_contexts: Mapping[str, FoldContext],
+    settings_filtered: pd.DataFrame,
+    fold_table: pd.DataFrame,
 ) -> dict[str, FoldContext]:
-    """Per fold, the baselines fitted on its training part and measured on its validation part.
+    """Per fold, the baselines fitted on its training part, measured on its validation part.
 
     The validation part holds contributors neither the training nor the test part has:
     the strongest baseline of each metric is chosen there (:func:`strongest_baselines`),
-    never on the results it is then compared with.
+    never on the results it is then compared with. What :func:`fit_folds` fitted on the
+    training part is reused (:func:`~neural_eq_morphing.models.protocol.measured_on`).
     """
-    return {
-        fold: fold_context(
-            settings_filtered,
-            fold_assignment(fold_table, settings_filtered, fold),
-            evaluation,
-            part="validation",
-        )
-        for fold in fold_names(fold_table)
-    }
+    out = {}
+    for fold, context in fold_contexts.items():
+        split = fold_assignment(fold_table, settings_filtered, fold).set_index("entry_id")["split"]
+        rows = settings_filtered[settings_filtered["entry_id"].map(split) == "validation"]
+        out[fold] = measured_on(context, rows)
+    return out
 
 
 def strongest_baselines(

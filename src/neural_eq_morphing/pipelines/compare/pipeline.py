@@ -50,7 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 fit_validation_folds,
-                ["settings_filtered", "fold_table", "params:evaluation"],
+                ["fold_contexts", "settings_filtered", "fold_table"],
                 "validation_fold_contexts",
                 name="fit_validation_folds",
             ),
