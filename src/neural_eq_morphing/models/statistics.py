@@ -35,6 +35,20 @@ from scipy import stats
 BETTER, WORSE, SAME, IDENTICAL = "better", "worse", "no detectable difference", "identical"
 
 
+def _finite(values: Sequence[float]) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    """The finite values, and the ``(mean, low, high)`` their count already decides.
+
+    No value: all NaN; one value: its mean without an interval; more: ``None``.
+    """
+    array = np.asarray(values, dtype=np.float64)
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        return array, (float("nan"),) * 3
+    if array.size == 1:
+        return array, (float(array[0]), float("nan"), float("nan"))
+    return array, None
+
+
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and two-sided Student-t confidence interval of ``values`` (NaNs dropped).
 
@@ -42,13 +56,10 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
         ``(mean, low, high)``; with one value the interval is ``(nan, nan)``, with none
         everything is NaN.
     """
-    array = np.asarray(values, dtype=np.float64)
-    array = array[np.isfinite(array)]
-    if array.size == 0:
-        return (float("nan"),) * 3
+    array, decided = _finite(values)
+    if decided is not None:
+        return decided
     mean = float(array.mean())
-    if array.size == 1:
-        return mean, float("nan"), float("nan")
     half = float(stats.t.ppf(0.5 + confidence / 2, array.size - 1) * stats.sem(array))
     return mean, mean - half, mean + half
 
@@ -92,13 +103,10 @@ def bootstrap_interval(
     Every resampled mean lies within the values' range, so the interval respects a
     metric's bounds. With fewer than two values the interval is ``(nan, nan)``.
     """
-    array = np.asarray(values, dtype=np.float64)
-    array = array[np.isfinite(array)]
-    if array.size == 0:
-        return (float("nan"),) * 3
+    array, decided = _finite(values)
+    if decided is not None:
+        return decided
     mean = float(array.mean())
-    if array.size == 1:
-        return mean, float("nan"), float("nan")
     rng = np.random.default_rng(int(seed))
     means = array[rng.integers(0, array.size, (int(resamples), array.size))].mean(axis=1)
     tail = (1.0 - confidence) / 2.0 * 100.0
