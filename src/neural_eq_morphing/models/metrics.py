@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 EVALUATION, PROTOCOL = "evaluation", "protocol"
+#: The range of a metric whose unit is ``share``.
+_SHARE = (0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,6 @@ class Metric:
         scopes: Which measurements compute it (``evaluation``, ``protocol``).
         family: The family of its verdicts (Holm's correction works within one);
             ``None``: not judged.
-        bounds: Its range, when it has one; a summary interval then respects it.
         baselines: The baselines and references measured on it (protocol), for the docs.
     """
 
@@ -54,8 +55,12 @@ class Metric:
     eligible: str
     scopes: tuple[str, ...]
     family: str | None = None
-    bounds: tuple[float, float] | None = None
     baselines: str = ""
+
+    @property
+    def bounds(self) -> tuple[float, float] | None:
+        """Its range, when it has one (a share's is [0, 1]); a summary interval respects it."""
+        return _SHARE if self.unit == "share" else None
 
     @property
     def judged(self) -> bool:
@@ -63,7 +68,6 @@ class Metric:
         return self.family is not None and PROTOCOL in self.scopes
 
 
-_SHARE = (0.0, 1.0)
 _TEST_PAIR = "the test part's rows of the pair (warm, bright)"
 _GENERATION_TERMS = (
     "terms with at least `evaluation.min_test_rows` (5) rows in both the test and the training part"
@@ -102,7 +106,6 @@ def _entries() -> list[Metric]:
             "share",
             "every decoded setting of the set",
             e,
-            bounds=_SHARE,
         ),
         Metric(
             "valid_gain_share.<set>",
@@ -111,7 +114,6 @@ def _entries() -> list[Metric]:
             "share",
             "every decoded setting of the set",
             e,
-            bounds=_SHARE,
         ),
         Metric(
             "valid_frequency_share.<set>",
@@ -120,7 +122,6 @@ def _entries() -> list[Metric]:
             "share",
             "every decoded setting of the set",
             e,
-            bounds=_SHARE,
         ),
         Metric(
             "valid_q_share.<set>",
@@ -129,7 +130,6 @@ def _entries() -> list[Metric]:
             "share",
             "every decoded setting of the set",
             e,
-            bounds=_SHARE,
         ),
         Metric(
             "valid_band_share.<set>.<band>",
@@ -138,7 +138,6 @@ def _entries() -> list[Metric]:
             "share",
             "every decoded setting of the set",
             e,
-            bounds=_SHARE,
         ),
         Metric(
             "max_frequency_hz",
@@ -283,7 +282,6 @@ def _entries() -> list[Metric]:
             _GENERATION_TERMS,
             p,
             family="generation",
-            bounds=_SHARE,
             baselines=_GENERATORS,
         ),
         Metric(
@@ -294,7 +292,6 @@ def _entries() -> list[Metric]:
             _GENERATION_TERMS,
             p,
             family="generation",
-            bounds=_SHARE,
             baselines=_GENERATORS,
         ),
         Metric(
@@ -317,7 +314,6 @@ def _entries() -> list[Metric]:
             _GENERATION_TERMS,
             p,
             family="generation",
-            bounds=_SHARE,
             baselines=_GENERATORS,
         ),
         Metric(
@@ -374,7 +370,6 @@ def _entries() -> list[Metric]:
             _DISTRIBUTION_TERMS,
             p,
             family="distribution",
-            bounds=_SHARE,
             baselines=_DISTRIBUTION_REFERENCES,
         ),
         Metric(
@@ -386,7 +381,6 @@ def _entries() -> list[Metric]:
             _DISTRIBUTION_TERMS,
             p,
             family="distribution",
-            bounds=_SHARE,
             baselines=_DISTRIBUTION_REFERENCES,
         ),
         Metric(
@@ -398,7 +392,6 @@ def _entries() -> list[Metric]:
             _DISTRIBUTION_TERMS,
             p,
             family="distribution",
-            bounds=_SHARE,
             baselines=_DISTRIBUTION_REFERENCES,
         ),
         # --------------------------------------------------------------------- morph
@@ -421,7 +414,6 @@ def _entries() -> list[Metric]:
             "the pair",
             p,
             family="morph",
-            bounds=_SHARE,
             baselines="`mean_preset`",
         ),
         Metric(
@@ -452,7 +444,6 @@ def _entries() -> list[Metric]:
             "as `morph_energy_distance_db`",
             p,
             family="morph",
-            bounds=_SHARE,
             baselines=_MORPH_REFERENCES,
         ),
         # -------------------------------------------------------------- separation
@@ -486,7 +477,6 @@ def _entries() -> list[Metric]:
             _TEST_PAIR,
             p,
             family="discrimination",
-            bounds=_SHARE,
             baselines="the same four",
         ),
         Metric(
@@ -497,7 +487,6 @@ def _entries() -> list[Metric]:
             _TEST_PAIR,
             p,
             family="discrimination",
-            bounds=_SHARE,
             baselines="the same four",
         ),
         Metric(
@@ -509,7 +498,6 @@ def _entries() -> list[Metric]:
             "every test row",
             p,
             family="discrimination",
-            bounds=_SHARE,
             baselines="the same four",
         ),
         # ------------------------------------------------------------ training health
@@ -537,7 +525,6 @@ def _entries() -> list[Metric]:
             "share",
             "the training history",
             e,
-            bounds=_SHARE,
         ),
         Metric(
             "final_train_loss",
