@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.signal import sosfreqz
 
-from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+from neural_eq_morphing.eq.parameters import PARAMETER_NAMES, SHELF_Q
 from neural_eq_morphing.eq.response import (
     SAMPLE_RATE,
     biquad_coefficients,
@@ -130,7 +130,7 @@ def test_bands_follow_their_analog_prototype_away_from_the_centre(kind, values):
     # wrong Q or alpha would move the skirts by decibels.
     gain = next(v for k, v in values.items() if k.endswith("gain_db"))
     f0 = next(v for k, v in values.items() if k.endswith("freq_hz"))
-    q = next((v for k, v in values.items() if k.endswith("_q")), 0.71)
+    q = next((v for k, v in values.items() if k.endswith("_q")), SHELF_Q)
     others = {
         name: 0.0 for name in PARAMETER_NAMES if name.endswith("gain_db") and name not in values
     }

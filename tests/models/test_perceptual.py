@@ -6,7 +6,7 @@ import torch
 
 from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS, indices_of_kind
-from neural_eq_morphing.eq.response import frequency_grid
+from neural_eq_morphing.eq.response import biquad_coefficients, frequency_grid
 from neural_eq_morphing.eq.response import response_db as numpy_response_db
 from neural_eq_morphing.models.perceptual import (
     GAIN_RANGE_DB,
@@ -17,6 +17,7 @@ from neural_eq_morphing.models.perceptual import (
     plugin_units,
     response_db,
 )
+from tests.conftest import random_settings
 
 LOG2_SPACE = MinMaxNormaliser.from_plugin_limits(("freq", "q"))
 
@@ -31,6 +32,22 @@ def test_response_matches_the_numpy_response_model():
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-3)
     exact = response_db(torch.tensor(settings))
     np.testing.assert_allclose(exact.numpy(), expected, rtol=0, atol=1e-8)
+
+
+def test_biquad_coefficients_are_one_definition_for_numpy_and_torch():
+    # The loss's coefficients are eq.response's, run with xp=torch: same numbers (up to the
+    # two libraries' sin/cos/pow rounding), any batch dimensions, and differentiable.
+    settings = random_settings(np.random.default_rng(2), 60)
+    expected = biquad_coefficients(settings)
+    batched = torch.tensor(settings.reshape(3, 20, 13), requires_grad=True)
+    got = biquad_coefficients(batched, xp=torch)
+    assert isinstance(got, torch.Tensor)
+    assert got.dtype == torch.float64
+    assert got.shape == (3, 20, 5, 6)
+    np.testing.assert_allclose(got.detach().numpy().reshape(60, 5, 6), expected, rtol=1e-12)
+    got.sum().backward()
+    assert batched.grad is not None
+    assert torch.isfinite(batched.grad).all()
 
 
 def test_plugin_units_is_log2s_inverse_clipped_to_the_limits():

@@ -1,13 +1,24 @@
 """Magnitude response of the SAFE five-band EQ (docs/design.md section 7), vectorised with numpy.
 
-Five biquads in series at ``fs`` = 44,100 Hz, from the RBJ "Audio EQ Cookbook" (the forms
-JUCE's IIR filters use): a low shelf, three peaking bands and a high shelf. With
-``A = 10**(gain_db / 40)``, ``w0 = 2·pi·f0 / fs`` and ``alpha = sin(w0) / (2·Q)``; both
-shelves use the plug-in's fixed Q of 0.71. The combined response in dB is the sum of the
-bands' responses in dB.
+Five biquads in series at ``fs`` = :data:`SAMPLE_RATE` (44,100 Hz), from the RBJ "Audio EQ
+Cookbook" (the forms JUCE's IIR filters use): a low shelf, three peaking bands and a high
+shelf. With ``A = 10**(gain_db / 40)``, ``w0 = 2·pi·f0 / fs`` and ``alpha = sin(w0) / (2·Q)``;
+both shelves use the plug-in's fixed Q, :data:`~neural_eq_morphing.eq.parameters.SHELF_Q`
+(0.71). The combined response in dB is the sum of the bands' responses in dB.
+
+The coefficient formulas (:func:`peaking_coefficients`, :func:`shelf_coefficients`,
+:func:`biquad_coefficients`) are the only ones in the project: they take the array module
+``xp`` (numpy by default), so the same code gives this module's response, the audio
+renderer's filters (:func:`neural_eq_morphing.eq.audio.second_order_sections`) and, with
+``xp=torch``, the differentiable perceptual loss
+(:mod:`neural_eq_morphing.models.perceptual`). This module never imports torch.
 """
 
 from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import TypeVar
 
 import numpy as np
 
@@ -26,6 +37,8 @@ F_MAX = 20_000.0
 
 _INDEX = {name: i for i, name in enumerate(PARAMETER_NAMES)}
 _PEAKS = ("peak1", "peak2", "peak3")
+#: A numpy array or a torch tensor (this module does not import torch).
+_Array = TypeVar("_Array")
 
 
 def frequency_grid(
@@ -39,40 +52,63 @@ def frequency_grid(
     return np.geomspace(f_min, f_max, n_points)
 
 
-def _column(settings: np.ndarray, name: str) -> np.ndarray:
-    return settings[:, _INDEX[name]]
+def _stack(xp: ModuleType, arrays: list[_Array], axis: int) -> _Array:
+    """``xp.stack`` along ``axis``, passed by position: numpy calls it ``axis``, torch ``dim``."""
+    return xp.stack(arrays, axis)
 
 
 def peaking_coefficients(
-    gain_db: np.ndarray, freq_hz: np.ndarray, q: np.ndarray, fs: float = SAMPLE_RATE
-) -> np.ndarray:
-    """RBJ peaking-EQ biquads, shape ``(n, 6)`` as ``b0, b1, b2, a0, a1, a2``."""
-    a = 10.0 ** (np.asarray(gain_db, dtype=np.float64) / 40.0)
-    w0 = 2.0 * np.pi * np.asarray(freq_hz, dtype=np.float64) / fs
-    alpha = np.sin(w0) / (2.0 * np.asarray(q, dtype=np.float64))
-    cos = np.cos(w0)
-    return np.stack(
+    gain_db: _Array,
+    freq_hz: _Array,
+    q: _Array,
+    fs: float = SAMPLE_RATE,
+    *,
+    xp: ModuleType = np,
+) -> _Array:
+    """RBJ peaking-EQ biquads, shape ``(..., 6)`` as ``b0, b1, b2, a0, a1, a2``.
+
+    Args:
+        gain_db: Gains in dB, arrays of ``xp`` (all three of the same shape).
+        freq_hz: Centre frequencies in Hz.
+        q: Quality factors.
+        fs: Sample rate in Hz.
+        xp: The array module of the arguments (numpy or torch); the result is one of its
+            arrays, computed with its operations only (so torch autograd flows through).
+    """
+    a = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * math.pi * freq_hz / fs
+    alpha = xp.sin(w0) / (2.0 * q)
+    cos = xp.cos(w0)
+    return _stack(
+        xp,
         [1 + alpha * a, -2 * cos, 1 - alpha * a, 1 + alpha / a, -2 * cos, 1 - alpha / a],
-        axis=-1,
+        -1,
     )
 
 
 def shelf_coefficients(
-    gain_db: np.ndarray,
-    freq_hz: np.ndarray,
+    gain_db: _Array,
+    freq_hz: _Array,
     high: bool,
     q: float = SHELF_Q,
     fs: float = SAMPLE_RATE,
-) -> np.ndarray:
-    """RBJ low- or high-shelf biquads, shape ``(n, 6)`` as ``b0, b1, b2, a0, a1, a2``."""
-    a = 10.0 ** (np.asarray(gain_db, dtype=np.float64) / 40.0)
-    w0 = 2.0 * np.pi * np.asarray(freq_hz, dtype=np.float64) / fs
-    alpha = np.sin(w0) / (2.0 * q)
-    cos = np.cos(w0)
-    root = 2.0 * np.sqrt(a) * alpha
+    *,
+    xp: ModuleType = np,
+) -> _Array:
+    """RBJ low- or high-shelf biquads, shape ``(..., 6)`` as ``b0, b1, b2, a0, a1, a2``.
+
+    Arguments as :func:`peaking_coefficients`; ``high`` picks the high shelf and ``q`` is
+    the plug-in's fixed shelf Q unless given.
+    """
+    a = 10.0 ** (gain_db / 40.0)
+    w0 = 2.0 * math.pi * freq_hz / fs
+    alpha = xp.sin(w0) / (2.0 * q)
+    cos = xp.cos(w0)
+    root = 2.0 * xp.sqrt(a) * alpha
     sign = -1.0 if high else 1.0  # the high shelf is the low shelf with cos(w0) negated
     ap1, am1 = a + 1.0, a - 1.0
-    return np.stack(
+    return _stack(
+        xp,
         [
             a * (ap1 - sign * am1 * cos + root),
             sign * 2 * a * (am1 - sign * ap1 * cos),
@@ -81,52 +117,59 @@ def shelf_coefficients(
             -sign * 2 * (am1 + sign * ap1 * cos),
             ap1 + sign * am1 * cos - root,
         ],
-        axis=-1,
+        -1,
     )
 
 
-def biquad_coefficients(settings: np.ndarray, fs: float = SAMPLE_RATE) -> np.ndarray:
+def biquad_coefficients(
+    settings: _Array, fs: float = SAMPLE_RATE, *, xp: ModuleType = np
+) -> _Array:
     """Coefficients of the five bands for a batch of settings.
 
     Args:
-        settings: ``(n, 13)`` in plug-in units (dB, Hz, Q), file column order.
+        settings: ``(n, 13)`` in plug-in units (dB, Hz, Q), file column order; any leading
+            dimensions ``(..., 13)`` work too. With numpy anything array-like, taken as
+            float64; with ``xp=torch`` a tensor, used as it is (pass float64: the
+            perceptual loss does).
         fs: Sample rate in Hz.
+        xp: The array module, numpy (default) or torch.
 
     Returns:
-        Array ``(n, 5, 6)``: per band (low shelf, peaks 1 to 3, high shelf)
-        ``b0, b1, b2, a0, a1, a2``.
+        Array ``(n, 5, 6)`` of ``xp`` (``(..., 5, 6)``): per band (low shelf, peaks 1 to 3,
+        high shelf) ``b0, b1, b2, a0, a1, a2``.
     """
-    settings = np.asarray(settings, dtype=np.float64)
-    if settings.ndim != 2 or settings.shape[1] != N_PARAMETERS:
+    if xp is np:
+        settings = np.asarray(settings, dtype=np.float64)
+    if settings.ndim < 1 or settings.shape[-1] != N_PARAMETERS:
         raise ValueError(
-            f"expected settings of shape (n, {N_PARAMETERS}) in plug-in units, got {settings.shape}"
+            f"expected settings of shape (n, {N_PARAMETERS}) in plug-in units, "
+            f"got {tuple(settings.shape)}"
         )
+
+    def column(name: str) -> _Array:
+        return settings[..., _INDEX[name]]
+
     bands = [
         shelf_coefficients(
-            _column(settings, "low_shelf_gain_db"),
-            _column(settings, "low_shelf_freq_hz"),
-            high=False,
-            fs=fs,
+            column("low_shelf_gain_db"), column("low_shelf_freq_hz"), high=False, fs=fs, xp=xp
         )
     ]
     bands += [
         peaking_coefficients(
-            _column(settings, f"{peak}_gain_db"),
-            _column(settings, f"{peak}_freq_hz"),
-            _column(settings, f"{peak}_q"),
+            column(f"{peak}_gain_db"),
+            column(f"{peak}_freq_hz"),
+            column(f"{peak}_q"),
             fs=fs,
+            xp=xp,
         )
         for peak in _PEAKS
     ]
     bands.append(
         shelf_coefficients(
-            _column(settings, "high_shelf_gain_db"),
-            _column(settings, "high_shelf_freq_hz"),
-            high=True,
-            fs=fs,
+            column("high_shelf_gain_db"), column("high_shelf_freq_hz"), high=True, fs=fs, xp=xp
         )
     )
-    return np.stack(bands, axis=1)
+    return _stack(xp, bands, -2)
 
 
 def biquad_response_db(

@@ -20,8 +20,11 @@ The decoder output is mapped to plug-in units with the inverse of Log 2's normal
 normaliser (:func:`~neural_eq_morphing.models.data.check_design_spaces`). Values are
 clipped to [0, 1] first (the plug-in cannot go past its limits).
 
-The magnitude of a biquad at ``z = e^{jω}`` is computed in real arithmetic, in the form
-that stays accurate in float32 at low frequencies (where ``cos ω`` rounds to 1): with
+The biquad coefficients are the response model's own,
+:func:`neural_eq_morphing.eq.response.biquad_coefficients` run on tensors (``xp=torch``), so
+the formulas exist once and autograd flows through them. Their magnitude at ``z = e^{jω}``
+is computed here, in real arithmetic, in the form that stays accurate in float32 at low
+frequencies (where ``cos ω`` rounds to 1): with
 ``φ = sin²(ω/2)``, ``|b0 + b1 z⁻¹ + b2 z⁻²|² = (b0 + b1 + b2)² - 4(b0 b1 + 4 b0 b2 +
 b1 b2) φ + 16 b0 b2 φ²``; one small matmul with the basis ``[1, φ, φ²]`` for all bands.
 The grid of the loss has :data:`N_LOSS_POINTS` points (half the response model's 256, for
@@ -30,7 +33,6 @@ speed). The tests check it against :func:`neural_eq_morphing.eq.response.respons
 
 from __future__ import annotations
 
-import math
 from functools import cache
 
 import numpy as np
@@ -38,21 +40,13 @@ import torch
 from torch import Tensor
 
 from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
-from neural_eq_morphing.eq.parameters import (
-    LOWER_LIMITS,
-    PARAMETER_NAMES,
-    SHELF_Q,
-    UPPER_LIMITS,
-    indices_of_kind,
-)
-from neural_eq_morphing.eq.response import SAMPLE_RATE, frequency_grid
+from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS, indices_of_kind
+from neural_eq_morphing.eq.response import SAMPLE_RATE, biquad_coefficients, frequency_grid
 
 #: The gain range in dB (the perceptual loss is divided by its square).
 GAIN_RANGE_DB = float(
     UPPER_LIMITS[indices_of_kind("gain")[0]] - LOWER_LIMITS[indices_of_kind("gain")[0]]
 )
-_INDEX = {name: i for i, name in enumerate(PARAMETER_NAMES)}
-_BANDS = ("low_shelf", "peak1", "peak2", "peak3", "high_shelf")
 #: Points of the loss's log-spaced grid (1/13 octave apart: a Q-10 peak is 1/7 octave wide).
 N_LOSS_POINTS = 128
 
@@ -102,53 +96,6 @@ def plugin_units(features: Tensor) -> Tensor:
     return torch.where(logged, torch.pow(10.0, scaled), scaled)
 
 
-_GAINS = [_INDEX[f"{band}_gain_db"] for band in _BANDS]
-_FREQS = [_INDEX[f"{band}_freq_hz"] for band in _BANDS]
-_PEAK_QS = [_INDEX[f"{band}_q"] for band in _BANDS[1:4]]
-
-
-def _coefficients(settings: Tensor) -> tuple[Tensor, Tensor]:
-    """RBJ numerators and denominators ``(..., 5, 3)`` of the five bands, all at once.
-
-    Peaking bands: ``b = (1 + αA, -2c, 1 - αA)``, ``a = (1 + α/A, -2c, 1 - α/A)``. Shelves
-    (Q 0.71; ``s = +1`` low, ``-1`` high): ``b = A(A+1 - s(A-1)c ± 2√A α)``,
-    ``b1 = 2sA(A-1 - s(A+1)c)``, ``a = A+1 + s(A-1)c ± 2√A α``, ``a1 = -2s(A-1 + s(A+1)c)``.
-    """
-    a = torch.pow(10.0, settings[..., _GAINS] / 40.0)
-    w0 = settings[..., _FREQS] * (2.0 * math.pi / SAMPLE_RATE)
-    cos, sin = torch.cos(w0), torch.sin(w0)
-    q = torch.cat(
-        [
-            torch.full_like(a[..., :1], SHELF_Q),
-            settings[..., _PEAK_QS],
-            torch.full_like(a[..., :1], SHELF_Q),
-        ],
-        dim=-1,
-    )
-    alpha = sin / (2.0 * q)
-    # Peaking bands (columns 1 to 3 are used).
-    peak_b = torch.stack([1 + alpha * a, -2 * cos, 1 - alpha * a], -1)
-    peak_a = torch.stack([1 + alpha / a, -2 * cos, 1 - alpha / a], -1)
-    # Shelves (columns 0 and 4 are used).
-    sign = torch.tensor([1.0, 1.0, 1.0, 1.0, -1.0], dtype=settings.dtype)
-    root = 2.0 * torch.sqrt(a) * alpha
-    ap1, am1c = a + 1.0, sign * (a - 1.0) * cos
-    shelf_b = torch.stack(
-        [
-            a * (ap1 - am1c + root),
-            sign * 2 * a * (a - 1.0 - sign * ap1 * cos),
-            a * (ap1 - am1c - root),
-        ],
-        -1,
-    )
-    shelf_a = torch.stack(
-        [ap1 + am1c + root, -sign * 2 * (a - 1.0 + sign * ap1 * cos), ap1 + am1c - root], -1
-    )
-    numerator = torch.cat([shelf_b[..., :1, :], peak_b[..., 1:4, :], shelf_b[..., 4:, :]], -2)
-    denominator = torch.cat([shelf_a[..., :1, :], peak_a[..., 1:4, :], shelf_a[..., 4:, :]], -2)
-    return numerator, denominator
-
-
 def _quadratic_form(c: Tensor) -> Tensor:
     """``(..., 3)`` biquad coefficients to the ``[1, φ, φ²]`` weights of ``|c(e^{jω})|²``."""
     c0, c1, c2 = c.unbind(-1)
@@ -167,7 +114,8 @@ def response_db(settings: Tensor) -> Tensor:
     dtype.
     """
     basis, _ = _grid()
-    numerator, denominator = _coefficients(settings.double())
+    coefficients = biquad_coefficients(settings.double(), xp=torch)  # (..., 5, 6)
+    numerator, denominator = coefficients[..., :3], coefficients[..., 3:]
     # (..., 5, F) each; products of the bands' |H|² (positive: no band has a zero on the
     # unit circle at these gains), then one log.
     top = torch.ones((), dtype=basis.dtype)
