@@ -11,16 +11,16 @@ shorten the run).
 Cases (each runs in a fresh subprocess, so its peak RSS, timings and process-wide
 settings are its own; with ``--repeat`` the cases are interleaved, ABCABC…):
 
-* ``eager``: the reference, a plain ``nn.Module`` + autograd + ``torch.optim.Adam`` loop
-  on one Log 2 model, over ``--eager-epochs`` epochs;
+* ``eager``: the reference, a plain ``nn.Module`` (``eager_reference.py``) + autograd +
+  ``torch.optim.Adam`` loop on one Log 2 model, over ``--eager-epochs`` epochs;
 * ``log2``: one Log 2 model through :func:`~neural_eq_morphing.models.train` (the
-  hand-written batched implementation);
+  batched engine, gradients by autograd);
 * ``ensemble``: a Log 2 ensemble (``--seeds``, default 5) through ``train``;
 * ``func``: the conventional batched ensemble, ``torch.func.stack_module_state`` +
-  ``functional_call`` + ``vmap(grad(...))`` over :class:`SemanticEQModel` members with
+  ``functional_call`` + ``vmap(grad(...))`` over plain-module members with
   ``torch.optim.Adam`` over the stacked parameters, for the same Log 2 ensemble, over
   ``--eager-epochs`` epochs;
-* ``log1`` / ``ensemble-log1``: the hand-written cases for Log 1;
+* ``log1`` / ``ensemble-log1``: the engine's cases for Log 1;
 * ``compiled``: the eager step under ``torch.compile``, with its compile time;
 * ``folds``: one Log 2 ensemble of ``--fold-members`` (default 18) members with rows of
   their own through :func:`~neural_eq_morphing.models.train_members`, drawn like
@@ -32,17 +32,7 @@ settings are its own; with ``--repeat`` the cases are interleaved, ABCABC…):
 * ``designs``: the ``folds`` case once for every design of ``parameters_designs.yml``
   (shown as ``design:<name>``), with ``--design-members`` members (default 10: compare's
   nine folds and a reproduction member), each design with its own epochs, batch size,
-  head, loss and latent. Which path computes each design's gradients:
-
-  * Log 1, Log 2 and the β-VAEs: hand-written throughout (the β-VAE's sampling and KL
-    gradient are a few elementwise operations, written out like the rest);
-  * the separate heads and the perceptual loss: autograd for the output stage only
-    (head and reconstruction loss, on the ``(M, B, 13)`` head output), whose gradient
-    the hand-written backward then takes through the network
-    (:meth:`~neural_eq_morphing.models.BatchedSemanticEQ.loss_and_grad`). The dB
-    response of the perceptual loss is ~40 operations on ``(M, B, 5, 128)`` tensors; by
-    hand it would be the one place where a slip in a derivative hides easily, and
-    autograd costs a few graph nodes per step at this size.
+  head, loss and latent.
 
 The figure is the median epoch (training and validation) per model, in ms per
 model-epoch, with its ratio against ``eager`` when that case ran.
@@ -56,6 +46,11 @@ Usage::
     .venv/bin/python benchmarks/train_speed.py --cases eager ensemble folds --epochs 10
     .venv/bin/python benchmarks/train_speed.py --cases eager designs --epochs 30
     .venv/bin/python benchmarks/train_speed.py --profile
+    .venv/bin/python benchmarks/train_speed.py --against 8398ce6 --epochs 10 --repeat 2
+
+``--against REV`` runs the ``folds`` case at each of ``--sizes`` members (default 1, 9, 19,
+55) with the engine of commit ``REV`` (its ``src/``, extracted with ``git archive``) and
+with this tree's, interleaved, and prints new / old per size.
 """
 
 from __future__ import annotations
@@ -65,10 +60,12 @@ import copy
 import csv
 import ctypes
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -83,19 +80,21 @@ from torch.profiler import profile as torch_profile
 
 from neural_eq_morphing.eq.normalisers import ZScoreNormaliser, build_normaliser
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
+
+# Only names that the engine of earlier commits has too (``--against`` runs this file
+# against their source tree); the eager and func cases import theirs where they run.
 from neural_eq_morphing.models import (
     MemberData,
-    SemanticEQModel,
     TrainingConfig,
     TrainingResult,
-    reconstruction_loss,
-    supervised_contrastive_loss,
     train,
     train_members,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DESIGNS_FILE = PROJECT_ROOT / "conf" / "base" / "parameters_designs.yml"
+#: The environment variable that hands the resolved designs to a case's process.
+DESIGNS_ENV = "NEM_BENCHMARK_DESIGNS"
 SAFE_DB_NAME = "SAFEEqualiserUserData.csv"
 CANDIDATES = (
     PROJECT_ROOT.parent / "shared" / "safe-db" / SAFE_DB_NAME,
@@ -116,6 +115,9 @@ CASES = (
 DEFAULT_CASES = ("eager", "log2", "ensemble", "func")
 #: The design each case trains.
 DESIGN_OF_CASE = {"log1": "log1", "ensemble-log1": "log1"}
+#: ``--against``: the cases ``old:<N>`` (the engine of the given commit) and ``new:<N>``
+#: (this tree's), each the ``folds`` case with ``N`` members.
+ENGINE_PREFIXES = ("old:", "new:")
 #: Training rows of a ``folds`` member: drawn uniformly from this range (inclusive).
 FOLD_TRAIN_ROWS = (600, 1000)
 
@@ -163,8 +165,18 @@ def find_file(explicit: str | None) -> Path | None:
 
 
 def designs() -> dict[str, Any]:
-    """The ``designs`` block of ``conf/base/parameters_designs.yml``."""
-    return yaml.safe_load(DESIGNS_FILE.read_text(encoding="utf-8"))["designs"]
+    """The ``designs`` block of ``conf/base/parameters_designs.yml``, ``extends`` resolved.
+
+    Resolved by this tree's code, and handed to the cases' processes in
+    :data:`DESIGNS_ENV` (an ``--against`` case runs an older tree, which may not resolve).
+    """
+    handed = os.environ.get(DESIGNS_ENV)
+    if handed:
+        return json.loads(handed)
+    from neural_eq_morphing.pipelines.designs import resolve_extends  # noqa: PLC0415
+
+    raw = yaml.safe_load(DESIGNS_FILE.read_text(encoding="utf-8"))["designs"]
+    return resolve_extends(raw)
 
 
 def design(name: str) -> dict[str, Any]:
@@ -249,8 +261,10 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
         )
     elif case == "func":
         result.update(func_loop(config, features, labels, seeds, epochs=args.eager_epochs))
-    elif case == "folds" or by_design:
+    elif case == "folds" or by_design or case.startswith(ENGINE_PREFIXES):
         count = args.design_members if by_design else args.fold_members
+        if case.startswith(ENGINE_PREFIXES):
+            count = int(case.split(":", 1)[1])
         members = fold_members(features, labels, mean, std, count, args.seeds)
         started = time.perf_counter()
         run = train_members(config, members)
@@ -281,7 +295,7 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_figures(config: TrainingConfig, run: TrainingResult, total_s: float) -> dict[str, Any]:
-    """The figures of a run of the hand-written trainer (``train`` or ``train_members``)."""
+    """The figures of a run of the engine (``train`` or ``train_members``)."""
     members = len(run.models)
     last = run.history[run.history["epoch"] == config.epochs]
     return {
@@ -332,6 +346,19 @@ def fold_members(
     return members
 
 
+def plain_model(config: TrainingConfig) -> torch.nn.Module:
+    """The eager reference's plain ``nn.Module`` of the design (torch's global RNG init)."""
+    from eager_reference import PlainSemanticEQ  # noqa: PLC0415 (see eager_loop)
+
+    return PlainSemanticEQ(
+        config.decoder_head,
+        config.hidden_dims,
+        config.latent_dim,
+        config.projection_dim,
+        config.dropout,
+    )
+
+
 def _steady_median_ms(times: list[float]) -> float:
     """Median epoch in ms, leaving out the first two (warm-up) when there are enough."""
     steady = times[2:] if len(times) > 3 else times
@@ -342,25 +369,24 @@ def eager_loop(
     config: TrainingConfig, features: np.ndarray, labels: np.ndarray, *, compiled: bool, epochs: int
 ) -> dict[str, Any]:
     """Plain eager nn.Module training (autograd + torch.optim.Adam) of one model."""
-    model = SemanticEQModel(
-        config.decoder_head,
-        hidden_dims=config.hidden_dims,
-        latent_dim=config.latent_dim,
-        projection_dim=config.projection_dim,
-        dropout=config.dropout,
-        seed=0,
-    ).train()
+    # Imported here: ``--against`` runs the other cases with an older tree that lacks them.
+    from neural_eq_morphing.models.losses import (  # noqa: PLC0415
+        reconstruction_per_row,
+        supervised_contrastive_loss,
+    )
+
+    torch.manual_seed(0)
+    model = plain_model(config).train()
     optimiser = torch.optim.Adam(
         model.parameters(), lr=config.learning_rate, betas=config.betas, eps=config.eps
     )
     x = torch.as_tensor(features, dtype=torch.float32)
     y = torch.as_tensor(labels)
     weight = config.contrastive_weight_start
-    head = config.decoder_head
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         _, projection, output = model(xb)
-        loss = reconstruction_loss(output, xb, head)
+        loss = reconstruction_per_row(output, xb).mean()
         loss = loss + weight * supervised_contrastive_loss(projection, yb, config.temperature)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -382,7 +408,7 @@ def eager_loop(
         with torch.no_grad():
             for start in range(0, n, bs):
                 _, projection, output = model(x[start : start + bs])
-                reconstruction_loss(output, x[start : start + bs], head)
+                reconstruction_per_row(output, x[start : start + bs]).mean()
                 supervised_contrastive_loss(projection, y[start : start + bs], config.temperature)
         model.train()
         times.append(time.perf_counter() - started)
@@ -411,17 +437,16 @@ def func_loop(
     member's gradient on its own batch (``randomness="different"``: each member its own
     dropout masks), and one ``torch.optim.Adam`` steps the stacked parameters.
     """
-    members = [
-        SemanticEQModel(
-            config.decoder_head,
-            hidden_dims=config.hidden_dims,
-            latent_dim=config.latent_dim,
-            projection_dim=config.projection_dim,
-            dropout=config.dropout,
-            seed=seed,
-        )
-        for seed in seeds
-    ]
+    # Imported here: ``--against`` runs the other cases with an older tree that lacks them.
+    from neural_eq_morphing.models.losses import (  # noqa: PLC0415
+        reconstruction_per_row,
+        supervised_contrastive_loss,
+    )
+
+    members = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        members.append(plain_model(config))
     params, buffers = stack_module_state(members)
     base = copy.deepcopy(members[0]).to("meta")
     optimiser = torch.optim.Adam(
@@ -431,12 +456,12 @@ def func_loop(
         eps=config.eps,
         fused=config.fused_adam or None,
     )
-    head, temperature = config.decoder_head, config.temperature
+    temperature = config.temperature
     weight = config.contrastive_weight_start
 
     def losses(p, b, xb, yb):
         _, projection, output = functional_call(base, (p, b), (xb,))
-        recon = reconstruction_loss(output, xb, head)
+        recon = reconstruction_per_row(output, xb).mean()
         return recon, supervised_contrastive_loss(projection, yb, temperature)
 
     def total(p, b, xb, yb):
@@ -566,6 +591,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="profile a few epochs instead")
     parser.add_argument("--profile-epochs", type=int, default=5)
     parser.add_argument("--profile-rows", type=int, default=30)
+    parser.add_argument(
+        "--against",
+        default=None,
+        metavar="REV",
+        help="compare this tree's engine with commit REV's (folds cases at --sizes members)",
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 9, 19, 55])
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -585,14 +617,18 @@ def main(argv: list[str] | None = None) -> int:
             forwarded += [f"--{name.replace('_', '-')}", str(value)]
     if args.keep_freed_memory:
         forwarded.append("--keep-freed-memory")
+    cases, envs = planned_cases(args)
+    os.environ[DESIGNS_ENV] = json.dumps(designs())
+    envs = {case: {**env, DESIGNS_ENV: os.environ[DESIGNS_ENV]} for case, env in envs.items()}
     results: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for _ in range(args.repeat):
-        for case in expand(args.cases):
+        for case in cases:
             child = subprocess.run(
                 [sys.executable, __file__, *forwarded, "--case", case],
                 capture_output=True,
                 text=True,
                 check=False,
+                env=envs.get(case),
             )
             if child.returncode != 0:
                 print(f"{case}: failed\n{child.stderr}", file=sys.stderr)
@@ -602,7 +638,45 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result) if args.json else describe(result), flush=True)
     if not args.json:
         print(summary(results))
+        if args.against:
+            print(engine_table(results, args.sizes))
     return 0
+
+
+def planned_cases(args: argparse.Namespace) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The cases to run, and the environment of those that run an older tree."""
+    if not args.against:
+        return expand(args.cases), {}
+    old_src = source_tree(args.against)
+    cases = [f"{side}:{n}" for n in args.sizes for side in ("old", "new")]
+    print(f"old engine: commit {args.against} ({old_src}); new: this tree")
+    return cases, {c: {**os.environ, "PYTHONPATH": old_src} for c in cases if c[:4] == "old:"}
+
+
+def source_tree(revision: str) -> str:
+    """Extract ``src/`` of ``revision`` into a temporary folder; return that ``src`` path."""
+    target = Path(tempfile.mkdtemp(prefix="engine-"))
+    archive = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "archive", revision, "src"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        sys.exit(f"git archive {revision} failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return str(target / "src")
+
+
+def engine_table(results: dict[str, list[dict[str, Any]]], sizes: list[int]) -> str:
+    """ms per model-epoch of the old and new engines per member count, and new / old."""
+    lines = ["", f"{'members':>7s} {'old ms/model-epoch':>19s} {'new':>8s} {'new / old':>10s}"]
+    for n in sizes:
+        old, new = (
+            statistics.median(r["ms_per_model_epoch"] for r in results[f"{side}:{n}"])
+            for side in ("old", "new")
+        )
+        lines.append(f"{n:7d} {old:19.2f} {new:8.2f} {new / old:9.3f}x")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -19,12 +19,13 @@ from mlflow.tracking import MlflowClient
 from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, PARAMETER_NAMES, UPPER_LIMITS
 from neural_eq_morphing.models.evaluation import embed_settings
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
 from neural_eq_morphing.pipelines.data_processing.nodes import (
     filter_terms,
     ingest_safe_db,
     validate_settings,
 )
+from neural_eq_morphing.pipelines.designs import resolve_extends
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAFE_DB_NAME = "SAFEEqualiserUserData.csv"
@@ -33,8 +34,14 @@ SHORT_EPOCHS = 3
 
 
 def project_parameters(name: str) -> dict:
-    """One ``conf/base/parameters_<name>.yml`` file of the project, as plain data."""
-    return yaml.safe_load((PROJECT_ROOT / "conf" / "base" / f"parameters_{name}.yml").read_text())
+    """One ``conf/base/parameters_<name>.yml`` file of the project, as the loader gives it.
+
+    Plain data; the designs' ``extends`` resolved, as the project's config loader does.
+    """
+    values = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / f"parameters_{name}.yml").read_text())
+    if "designs" in values:
+        values["designs"] = resolve_extends(values["designs"])
+    return values
 
 
 #: The designs of ``parameters_designs.yml``: tests loop over these, never a fixed list.
@@ -44,6 +51,11 @@ DESIGNS: tuple[str, ...] = tuple(project_parameters("designs")["designs"])
 def short_designs_params(epochs: int = SHORT_EPOCHS) -> dict:
     """Runtime parameters that shorten every design's training to ``epochs``."""
     return {"designs": {design: {"training": {"epochs": epochs}} for design in DESIGNS}}
+
+
+def short_designs_cli(epochs: int = SHORT_EPOCHS) -> str:
+    """:func:`short_designs_params` as ``kedro run --params`` text."""
+    return ",".join(f"designs.{design}.training.epochs={epochs}" for design in DESIGNS)
 
 
 #: The artifacts the compare pipeline logs to its parent MLflow run (folder ``compare/``).

@@ -9,10 +9,11 @@ import pytest
 import yaml
 from kedro.framework.session import KedroSession
 
-from neural_eq_morphing.models.training import required_fields
+from neural_eq_morphing.models.config import TrainingConfig, required_fields
 from neural_eq_morphing.parameter_schema import (
-    TRAINING_TYPES,
     ParameterError,
+    Training,
+    TrainingChanges,
     check_parameters,
 )
 from tests.conftest import project_parameters
@@ -38,8 +39,18 @@ def test_the_projects_own_parameters_pass(parameters):
     check_parameters(parameters)
 
 
-def test_the_schema_knows_every_training_field():
-    assert set(required_fields()) <= set(TRAINING_TYPES)
+def test_the_schema_of_a_training_block_is_derived_from_the_training_config(parameters):
+    # One definition: the block's fields are TrainingConfig's (seed for seeds), with
+    # TrainingConfig's required fields required and its ranges enforced.
+    fields = Training.model_fields
+    assert set(fields) == (set(TrainingConfig.model_fields) - {"seeds"}) | {"seed"}
+    assert {name for name, spec in fields.items() if spec.is_required()} == {
+        *required_fields(),
+        "seed",
+    }
+    assert not any(spec.is_required() for spec in TrainingChanges.model_fields.values())
+    with pytest.raises(ParameterError, match="epochs': input should be greater than or equal to 1"):
+        check_parameters(_set(parameters, "designs.log2.training.epochs", 0))
 
 
 def _set(parameters: dict, dotted: str, value) -> dict:

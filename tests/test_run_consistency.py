@@ -19,13 +19,16 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import make_real_project, project_parameters
+from tests.conftest import make_real_project, project_parameters, short_designs_cli
 
 pytestmark = pytest.mark.integration
 
 LEDGER = Path("data/run_ledger")
 HEALTH_WINDOW = project_parameters("evaluation")["evaluation"]["health_window"]
-SHORT = "designs.log1.training.epochs=3,designs.log2.training.epochs=3"
+#: Every design shortened to 3 epochs (the processes, not the training, are the point).
+SHORT = short_designs_cli(3)
+#: Every design long enough for a run to be killed while it trains.
+LONG = short_designs_cli(5000)
 
 
 def store(project: Path) -> MlflowClient:
@@ -182,7 +185,7 @@ def _assert_killed_in_mlflow(project: Path, version: str) -> None:
 
 def test_a_run_killed_during_training_is_never_read_and_is_marked_killed(project):
     finished = _finished_training(project)
-    killed = start(project, "--pipelines", "training", "--params", SHORT.replace("=3", "=5000"))
+    killed = start(project, "--pipelines", "training", "--params", LONG)
     wait_for(lambda: ledger(project, "running"), "the training run to start")
     (version,) = ledger(project, "running")
     wait_for(lambda: _mlflow_run(project, version) is not None, "the run's MLflow run")
@@ -242,9 +245,7 @@ def test_only_unfinished_outputs_are_refused_with_one_line(project):
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_run_stopped_by_a_signal_marks_itself_killed(project, stop):
-    stopped = start(
-        project, "--pipelines", "data_processing,training", "--params", SHORT.replace("=3", "=5000")
-    )
+    stopped = start(project, "--pipelines", "data_processing,training", "--params", LONG)
     wait_for(lambda: ledger(project, "running"), "the run to start")
     (version,) = ledger(project, "running")
     wait_for(lambda: _mlflow_run(project, version) is not None, "the run's MLflow run")

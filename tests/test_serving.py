@@ -14,7 +14,7 @@ from neural_eq_morphing.eq.audio import StreamingFilter, second_order_sections
 from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, PARAMETER_NAMES, UPPER_LIMITS
 from neural_eq_morphing.eq.response import response_db
-from neural_eq_morphing.models.modules import build_model
+from neural_eq_morphing.models.network import build_model
 from neural_eq_morphing.models.sampling import spread_columns
 from neural_eq_morphing.serving import SemanticEQ, WordsError, latent_names, parse_blend
 

@@ -23,12 +23,13 @@ from pydantic import (
     create_model,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from neural_eq_morphing.errors import UserError
+from neural_eq_morphing.models.config import TrainingConfig
 from neural_eq_morphing.models.data import check_output_space
 from neural_eq_morphing.models.metrics import JUDGED_METRICS
 from neural_eq_morphing.models.protocol import BASELINE_LABELS
-from neural_eq_morphing.models.training import TrainingConfig, required_fields
 from neural_eq_morphing.pipelines.designs import resolve_configurations
 
 _STRICT = ConfigDict(extra="forbid")
@@ -141,47 +142,29 @@ class FeatureNormaliser(_Block):
     log_kinds: list[Literal["gain", "freq", "q"]] | None = None
 
 
-#: The type of every field of a design's ``training`` block (TrainingConfig's, and seed).
-TRAINING_TYPES: dict[str, Any] = {
-    "decoder_head": Literal["plugin_units", "normalised", "separate"],
-    "recon_in_consistent_units": bool,
-    "epochs": int,
-    "batch_size": int,
-    "learning_rate": float,
-    "dropout": float,
-    "hidden_dims": list[int],
-    "latent_dim": int,
-    "projection_dim": int,
-    "temperature": float,
-    "contrastive_weight_start": float,
-    "contrastive_weight_end": float,
-    "lr_schedule": bool,
-    "lr_factor": float,
-    "lr_patience": int,
-    "variational": bool,
-    "kl_weight_start": float,
-    "kl_weight_end": float,
-    "perceptual_weight": float,
-    "betas": list[float],
-    "eps": float,
-    "lr_threshold": float,
-    "workers": int | None,
-    "fused_adam": bool,
-    "seed": int,
-}
+def _training_model(name: str, *, all_optional: bool) -> type[BaseModel]:
+    """A design's ``training`` block, derived from :class:`TrainingConfig`'s fields.
 
-
-def _training_model(name: str, required: set[str]) -> type[BaseModel]:
-    spec: dict[str, Any] = {
-        key: (kind, ... if key in required else None) for key, kind in TRAINING_TYPES.items()
-    }
+    The types, ranges and defaults are TrainingConfig's own (one definition); ``seeds``
+    gives way to the design's one ``seed``. The rules that tie fields together are
+    checked afterwards by building the TrainingConfig (:func:`_check_combinations`), so
+    that their message names the design. ``all_optional``: every field may be left out
+    (an ablation's changes).
+    """
+    spec: dict[str, Any] = {}
+    for key, field in TrainingConfig.model_fields.items():
+        if key == "seeds":
+            continue
+        info = FieldInfo.merge_field_infos(field, default=None) if all_optional else field
+        spec[key] = (field.annotation | None if all_optional else field.annotation, info)
+    spec["seed"] = (int | None, None) if all_optional else (int, ...)
     return create_model(name, __config__=_STRICT, **spec)
 
 
-#: A design's training block: TrainingConfig's required fields and its seed.
-Training = _training_model("Training", {*required_fields(), "seed"})
+#: A design's training block: TrainingConfig's fields and the design's seed.
+Training = _training_model("Training", all_optional=False)
 #: An ablation's training changes: any of them.
-TrainingChanges = _training_model("TrainingChanges", set())
+TrainingChanges = _training_model("TrainingChanges", all_optional=True)
 
 
 class Design(_Block):

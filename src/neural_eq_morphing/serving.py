@@ -42,7 +42,7 @@ from neural_eq_morphing.eq.audio import scale_gains
 from neural_eq_morphing.eq.normalisers import normaliser_from_dict
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, PARAMETER_NAMES, UPPER_LIMITS
 from neural_eq_morphing.errors import UserError
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
 from neural_eq_morphing.models.sampling import sample_latents, spread_columns
 from neural_eq_morphing.models.storage import read_model, write_model
 

@@ -7,9 +7,10 @@ from neural_eq_morphing.warning_filters import install as filter_uninformative_w
 # First, before Kedro, kedro-mlflow or MLflow print their uninformative warnings.
 filter_uninformative_warnings()
 
-from kedro.config import OmegaConfigLoader  # noqa: E402
 from kedro.utils import find_kedro_project  # noqa: E402
 from omegaconf.resolvers import oc  # noqa: E402
+
+from neural_eq_morphing.config_loader import ProjectConfigLoader  # noqa: E402
 
 
 def sqlite_in_project(filename: str) -> str:
@@ -22,7 +23,7 @@ def sqlite_in_project(filename: str) -> str:
     return f"sqlite:///{(root / filename).resolve()}"
 
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

@@ -11,7 +11,8 @@ from kedro.io.core import DatasetError, Version
 
 from neural_eq_morphing.datasets import torch_model
 from neural_eq_morphing.datasets.torch_model import TorchModelDataset
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
+from neural_eq_morphing.models.storage import LEGACY_MODEL_FORMAT, MODEL_FORMAT, read_model
 
 
 def _dataset(root: Path) -> TorchModelDataset:
@@ -47,3 +48,32 @@ def test_a_truncated_model_file_is_refused_with_a_clear_message(tmp_path):
     saved.write_bytes(saved.read_bytes()[:1000])
     with pytest.raises(DatasetError, match="may be truncated, corrupted or tampered with"):
         _dataset(tmp_path).load()
+
+
+def test_a_file_of_the_first_format_loads_as_the_same_network(tmp_path):
+    # Format 1 stored the weights as per-layer nn.Linear/LayerNorm tensors; format 2 stores
+    # the one flat parameter. A model written the old way must load to the same model.
+    model = SemanticEQModel("plugin_units", seed=4).eval()
+    row = model.flat.detach()[0]
+    per_layer = {}
+    for piece, entry in model.layout.module_order:
+        start = sum(e.numel for e in model.layout.entries[: model.layout.entries.index(entry)])
+        block = row[start : start + entry.numel].view(entry.shape)
+        block = block[:, piece.start : piece.start + piece.columns]
+        per_layer[piece.key] = block.t().clone() if piece.is_weight else block[0].clone()
+    path = tmp_path / "old.pt"
+    legacy = {"format": LEGACY_MODEL_FORMAT, "model_config": model.model_config}
+    torch.save({**legacy, "state_dict": per_layer}, path)
+    with path.open("rb") as source:
+        loaded = read_model(source, str(path))
+    assert torch.equal(loaded.flat, model.flat)
+    x = torch.rand(6, 13, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(loaded(x)[2], model(x)[2])
+    # the current format round-trips through the dataset as before
+    _dataset(tmp_path).save(model)
+    assert MODEL_FORMAT.endswith("/2")
+    assert _same(_dataset(tmp_path).load(), model)
+    # weights that do not fit the config are refused with a clear message
+    torch.save({**legacy, "state_dict": {"encoder.hidden.weight": torch.zeros(2, 2)}}, path)
+    with path.open("rb") as source, pytest.raises(ValueError, match="do not fit its model config"):
+        read_model(source, str(path))

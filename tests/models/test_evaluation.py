@@ -17,7 +17,7 @@ from neural_eq_morphing.models.evaluation import (
     term_centroids,
     training_health,
 )
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
 from tests.conftest import SMALL_EVALUATION, falling_history
 
 PARAMS = list(PARAMETER_NAMES)

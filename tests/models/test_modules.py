@@ -7,7 +7,8 @@ import torch
 from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS, indices_of_kind
 from neural_eq_morphing.models import DECODER_HEADS, SemanticEQModel, build_model
-from neural_eq_morphing.models.modules import ResidualBlock, head_constants, separate_head
+from neural_eq_morphing.models.heads import decoder_output, head_constants, separate_head
+from tests.models.conftest import plain_model
 
 
 @pytest.mark.parametrize("decoder_head", DECODER_HEADS)
@@ -81,22 +82,22 @@ def test_plugin_units_head_formulas():
 
 
 def test_normalised_head_is_plain_sigmoid():
-    model = SemanticEQModel("normalised", seed=3).eval()
-    latent = torch.randn(5, 32)
+    o = torch.randn(2, 5, 13, generator=torch.Generator().manual_seed(3)) * 10
+    for training in (True, False):
+        assert torch.equal(decoder_output(o, ["normalised"] * 2, training), torch.sigmoid(o))
+    # The network's decoder ends in it: the plain module's last linear layer, then sigmoid.
+    plain, _ = plain_model("normalised", seed=3, dropout=0.0)
+    model = SemanticEQModel(
+        "normalised", seed=0, hidden_dims=(16, 24, 16), latent_dim=8, projection_dim=12
+    )
+    model.load_state_dict({"flat": model.layout.flat_from_state_dict(plain.state_dict())[None]})
+    latent = torch.randn(5, 8)
     with torch.no_grad():
         h = latent
-        for block in model.decoder.blocks:
+        for block in plain.eval().decoder.blocks:
             h = block(h)
-        expected = torch.sigmoid(model.decoder.head(h))
-        assert torch.equal(model.decode(latent), expected)
-
-
-def test_residual_block_definition():
-    block = ResidualBlock(5, 8, dropout=0.0).eval()
-    x = torch.randn(4, 5)
-    h = torch.relu(block.norm1(block.linear1(x)))
-    expected = block.norm2(block.linear2(h)) + block.skip(x)
-    torch.testing.assert_close(block(x), expected)
+        expected = torch.sigmoid(plain.decoder.head(h))
+        assert torch.equal(model.eval().decode(latent), expected)
 
 
 def test_model_config_round_trip_is_json_able():
@@ -139,27 +140,11 @@ def test_build_model_reads_configs_written_before_the_rename(variant, decoder_he
         build_model({**old, "decoder_head": decoder_head})
 
 
-def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
-    state = torch.random.get_rng_state()
-    a = SemanticEQModel("normalised", seed=5).state_dict()
-    after = torch.random.get_rng_state()
-    assert torch.equal(state, after)
-    b = SemanticEQModel("normalised", seed=5).state_dict()
-    c = SemanticEQModel("normalised", seed=6).state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not all(torch.equal(a[k], c[k]) for k in a)
-
-
-def test_seeded_init_matches_torch_default_init():
-    torch.manual_seed(11)
-    default = SemanticEQModel("plugin_units").state_dict()
-    seeded = SemanticEQModel("plugin_units", seed=11).state_dict()
-    assert all(torch.equal(default[k], seeded[k]) for k in default)
-
-
 def test_state_dict_holds_only_learnable_parameters():
-    model = SemanticEQModel("plugin_units")
-    assert set(model.state_dict()) == {name for name, _ in model.named_parameters()}
+    model = SemanticEQModel("plugin_units", seed=0)
+    assert set(model.state_dict()) == {name for name, _ in model.named_parameters()} == {"flat"}
+    assert model.flat.shape == (1, model.layout.size)
+    assert not list(model.buffers())
 
 
 def test_separate_head_formulas():
@@ -200,7 +185,8 @@ def test_variational_latent():
         assert torch.equal(z, mean)  # eval mode: the posterior mean
         z, _, _ = model.train().sample(x, noise)
         torch.testing.assert_close(z, mean + torch.exp(0.5 * log_variance) * noise)
-    assert model.encoder.to_latent.out_features == 4
+    # to_latent gives the mean and the log-variance side by side.
+    assert model.layout.views(model.flat)["encoder.to_latent.w"].shape == (1, 64, 4)
     with pytest.raises(ValueError, match="variational"):
         SemanticEQModel("normalised").posterior(x)
     # A config written before `variational` existed is a deterministic model.

@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from pydantic import ValidationError
 
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
 from neural_eq_morphing.models import (
@@ -17,7 +18,15 @@ from neural_eq_morphing.models import (
     TrainingConfig,
     train,
 )
-from neural_eq_morphing.models.training import required_fields
+from neural_eq_morphing.models.config import required_fields
+from neural_eq_morphing.models.losses import (
+    Objective,
+    kl_per_row,
+    reconstruction_per_row,
+    supervised_contrastive_loss,
+)
+from neural_eq_morphing.models.perceptual import perceptual_loss_per_row
+from neural_eq_morphing.models.training import validation_losses
 from tests.models.conftest import design_training, design_with_head, designs
 
 
@@ -157,7 +166,7 @@ def test_every_design_in_the_yaml_gives_a_config(design):
     assert len(weights) == block["epochs"]
     assert weights[0] == pytest.approx(block["contrastive_weight_start"])
     assert weights[-1] == pytest.approx(block["contrastive_weight_end"])
-    assert config.model_config()["decoder_head"] == block["decoder_head"]
+    assert config.network_config()["decoder_head"] == block["decoder_head"]
     assert config.seeds == (0,)  # the seed is train()'s argument, not part of the block
 
 
@@ -173,7 +182,7 @@ def test_from_dict_names_missing_and_unknown_keys():
     with pytest.raises(ValueError, match=re.escape("train(seeds=...)")):
         TrainingConfig.from_dict(designs()["log2"]["training"])  # still holds its seed
     # No design value has a default: every one must come from the YAML.
-    with pytest.raises(TypeError):
+    with pytest.raises(ValidationError, match="epochs\n  Field required"):
         TrainingConfig()  # type: ignore[call-arg]
 
 
@@ -181,6 +190,16 @@ def test_consistent_units_only_with_the_plugin_units_head():
     with pytest.raises(ValueError, match="plugin_units decoder head only"):
         small_config(design_with_head("normalised"), recon_in_consistent_units=True)
     assert small_config(design_with_head("plugin_units"), recon_in_consistent_units=True)
+
+
+def test_perceptual_loss_needs_a_decoder_output_in_normalised_space():
+    with pytest.raises(ValueError, match="normalised space"):
+        small_config(design_with_head("plugin_units"), perceptual_weight=1.0)
+    with pytest.raises(
+        ValueError, match="perceptual_weight: input should be greater than or equal to 0"
+    ):
+        small_config(perceptual_weight=-1.0)
+    assert small_config(design_with_head("separate"), perceptual_weight=1.0)
 
 
 def test_consistent_units_change_the_loss_and_need_the_normaliser():
@@ -296,3 +315,65 @@ def test_console_progress_draws_a_bar_on_a_terminal():
     text = stream.getvalue()
     assert "20/20" in text
     assert text.endswith("\n")
+
+
+# ------------------------------------------------------------------- validation
+def _validation_rows() -> tuple[torch.Tensor, torch.Tensor]:
+    """37 rows (two batches of 16 and one of 5) and their labels of 3 terms."""
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(37, 13, generator=generator), torch.randint(0, 3, (37,), generator=generator)
+
+
+@pytest.mark.parametrize(
+    ("decoder_head", "perceptual", "variational"),
+    [("normalised", 0.0, False), ("separate", 0.5, True), ("normalised", 1.0, False)],
+)
+def test_validation_is_the_mean_over_consecutive_batches(decoder_head, perceptual, variational):
+    """Eval mode (the posterior mean, the clipped separate heads), the training losses
+    (with the perceptual term) and the KL, as a loop over a non-shuffled DataLoader."""
+    model_config = SemanticEQModel(
+        decoder_head, seed=0, hidden_dims=(16, 24, 16), latent_dim=3, variational=variational
+    ).model_config
+    generators = [torch.Generator().manual_seed(s) for s in (4, 5)]
+    model = SemanticEQModel.initialised(model_config, generators)
+    x, labels = _validation_rows()
+    objective = Objective.of(0.1, 2, perceptual_weight=perceptual)
+    got = validation_losses(
+        model, objective, x.expand(2, -1, -1), labels.expand(2, -1), [37, 37], 16
+    )
+    for k in range(2):
+        member = model.member(k)
+        recon, contrastive, kl, rows = [], [], [], []
+        with torch.no_grad():
+            for start in range(0, 37, 16):
+                xb, yb = x[start : start + 16], labels[start : start + 16]
+                _, mean, log_variance = member.sample(xb)
+                output = member.decode(mean)
+                assert output.min() >= 0
+                assert output.max() <= 1
+                per_row = reconstruction_per_row(output, xb)
+                if perceptual:
+                    per_row = per_row + perceptual * perceptual_loss_per_row(output, xb)
+                recon.append(per_row.mean())
+                rows.append(per_row)
+                contrastive.append(supervised_contrastive_loss(member.project(mean), yb, 0.1))
+                if variational:
+                    kl.append(kl_per_row(mean, log_variance).mean())
+        # The mean of the batches' means, not of all rows (the last batch is smaller).
+        assert abs(torch.stack(recon).mean() - torch.cat(rows).mean()) > 1e-5
+        torch.testing.assert_close(got.reconstruction[k], torch.stack(recon).mean())
+        torch.testing.assert_close(got.contrastive[k], torch.stack(contrastive).mean())
+        if variational:
+            torch.testing.assert_close(got.kl[k], torch.stack(kl).mean())
+            assert got.kl[k] > 0
+        else:
+            assert got.kl[k] == 0
+
+
+def test_validation_counts_must_fit_the_rows():
+    model = SemanticEQModel("normalised", members=2, seed=0, hidden_dims=(8,), latent_dim=2)
+    objective = Objective.of(0.1, 2)
+    x, labels = torch.rand(2, 5, 13), torch.zeros(2, 5, dtype=torch.int64)
+    for counts in ([5, 0], [5, 6], [5]):
+        with pytest.raises(ValueError, match="counts must be 2 values in"):
+            validation_losses(model, objective, x, labels, counts, 4)

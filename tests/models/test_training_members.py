@@ -6,23 +6,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from neural_eq_morphing.eq.parameters import LOWER_LIMITS, UPPER_LIMITS
 from neural_eq_morphing.models import (
     HISTORY_COLUMNS,
     MEMBER_HISTORY_COLUMNS,
-    BatchedSemanticEQ,
     EpochReport,
     MemberData,
+    Objective,
     SemanticEQModel,
     TrainingConfig,
     TrainingResult,
+    supervised_contrastive_loss,
     train,
     train_members,
 )
-from neural_eq_morphing.models.batched import batched_contrastive
-from neural_eq_morphing.models.training import MemberAdam, initial_models
-from tests.models.conftest import design_training, design_with_head
+from neural_eq_morphing.models.perceptual import perceptual_loss
+from neural_eq_morphing.models.training import _Group, _PerMember, _Rows, validation_losses
+from tests.models.conftest import design_training, design_with_head, plain_model, with_masks
 
 SMALL = {
     "epochs": 3,
@@ -138,8 +140,8 @@ def test_members_with_their_own_head_and_perceptual_weight_train_as_alone():
     Log 2 family), each member trained as it would be alone."""
     base = config(dropout=0.1)
     own = [
-        replace(base, decoder_head="separate"),
-        replace(base, perceptual_weight=1.0),
+        base.with_changes(decoder_head="separate"),
+        base.with_changes(perceptual_weight=1.0),
         base,
     ]
     members = [replace(m, config=c) for m, c in zip(make_members(), own, strict=True)]
@@ -152,7 +154,7 @@ def test_members_with_their_own_head_and_perceptual_weight_train_as_alone():
     ]
     with pytest.raises(ValueError, match="only the normalised and separate heads may mix"):
         train_members(
-            base, [replace(members[0], config=replace(base, decoder_head="plugin_units"))]
+            base, [replace(members[0], config=base.with_changes(decoder_head="plugin_units"))]
         )
 
 
@@ -245,109 +247,107 @@ def test_input_errors_name_the_member():
         train_members(consistent, [MemberData(0, x, y, x, y, mean, -std)])
 
 
-# --------------------------------------------------------------- the batched pieces
-def _ensemble(members: int = 3, **kwargs) -> BatchedSemanticEQ:
-    cfg = config(dropout=0.1)
-    generators = [torch.Generator().manual_seed(s) for s in range(members)]
-    return BatchedSemanticEQ.from_models(initial_models(cfg, generators), **kwargs)
-
-
-def test_padded_rows_contribute_exactly_nothing():
+# --------------------------------------------------------------- the engine's pieces
+@pytest.mark.parametrize(
+    ("design", "consistent", "weights"),
+    [
+        ("log2", False, None),
+        ("log2", False, (0.3, 0.7, 0.1)),  # the members' own contrastive weights
+        ("log2_separate_heads", False, None),
+        ("log2_perceptual", False, (0.5, 0.2, 0.3)),
+        ("log1", True, None),
+    ],
+)
+def test_the_training_step_gives_each_member_the_gradient_of_its_plain_module(
+    design, consistent, weights
+):
+    """The step's gradient buffer (autograd into the leaves' views) holds, per member,
+    autograd's gradient on the plain ``nn.Module`` of its rows alone, with its own
+    contrastive weight; padded rows and a member without rows contribute nothing; a
+    second step overwrites the buffer, it does not accumulate."""
+    cfg = config(design, dropout=0.1, recon_in_consistent_units=consistent)
+    seeds, sizes, batch = [3, 8, 5], [5, 9, 0], 9
     generator = torch.Generator().manual_seed(0)
-    ensemble = _ensemble()
-    sizes, batch = [5, 9, 0], 9
-    valid = torch.arange(batch) < torch.tensor(sizes).unsqueeze(1)
+    mean = torch.rand(3, 1, 13, generator=generator) * 100
+    std = torch.rand(3, 1, 13, generator=generator) * 50 + 1
+    rows_ = _Rows.stack([torch.zeros(1, 13)] * 3, [torch.zeros(1, dtype=torch.int64)] * 3)
+    data = _PerMember(rows_, rows_, (mean, std) if consistent else None)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    group = _Group.of(cfg, [0, 1, 2], seeds, [cfg.decoder_head] * 3, generators, data)
+    width = sum(group.model.layout.dropout_widths)
     x = torch.rand(3, batch, 13, generator=generator)
     labels = torch.randint(0, 3, (3, batch), generator=generator)
-    masks = (torch.rand(3, batch, ensemble.dropout_width, generator=generator) >= 0.1) / 0.9
-    losses = ensemble.loss_and_grad(x, labels, masks, 0.3, valid)
-    grad = ensemble.grad.clone()
-    # Other (finite) values in the padded rows: bit-identical losses and gradients.
-    x2, labels2, masks2 = x.clone(), labels.clone(), masks.clone()
-    x2[~valid] = torch.rand(int((~valid).sum()), 13, generator=generator)
-    labels2[~valid] = 1
-    masks2[~valid] = 1.0 / 0.9
-    again = ensemble.loss_and_grad(x2, labels2, masks2, 0.3, valid)
-    assert torch.equal(ensemble.grad, grad)
+    masks = (torch.rand(3, batch, width, generator=generator) >= 0.1) / 0.9
+    valid = torch.arange(batch) < torch.tensor(sizes).unsqueeze(1)
+    weight = 0.3 if weights is None else torch.tensor(weights)
+    with torch.no_grad():  # as in training: gradients only inside the step
+        losses = group.step(x, labels, masks, None, valid, weight, 0.0)
+        grad = group.grad.clone()
+        again = group.step(x, labels, masks, None, valid, weight, 0.0)
+    assert torch.equal(group.grad, grad)
     assert torch.equal(again.reconstruction, losses.reconstruction)
-    assert torch.equal(again.contrastive, losses.contrastive)
-    # A member without rows: zero losses and gradient.
-    assert losses.reconstruction[2] == 0
-    assert losses.contrastive[2] == 0
+    assert not losses.reconstruction.requires_grad
     assert not grad[2].any()
-    # Each member as if alone on its own rows (a batch of one member, unpadded).
+    assert losses.reconstruction[2] == 0
     for k in (0, 1):
-        solo = BatchedSemanticEQ(ensemble.model_config, ensemble.flat[k : k + 1].clone())
         b = sizes[k]
-        expected = solo.loss_and_grad(
-            x[k : k + 1, :b], labels[k : k + 1, :b], masks[k : k + 1, :b], 0.3
+        plain, _ = plain_model(
+            cfg.decoder_head,
+            seeds[k],
+            hidden_dims=cfg.hidden_dims,
+            latent_dim=cfg.latent_dim,
+            projection_dim=cfg.projection_dim,
+            dropout=cfg.dropout,
         )
-        torch.testing.assert_close(grad[k], solo.grad[0], rtol=0, atol=1e-6)
-        torch.testing.assert_close(losses.reconstruction[k], expected.reconstruction[0])
-        torch.testing.assert_close(losses.contrastive[k], expected.contrastive[0])
+        layout = group.model.layout
+        assert torch.equal(group.flat[k], layout.flat_from_state_dict(plain.state_dict()))
+        plain.train()
+        with_masks(plain, masks[k, :b])
+        _, projection, output = plain(x[k, :b])
+        if consistent:
+            output = (output - mean[k]) / std[k]
+        recon = F.mse_loss(output, x[k, :b])
+        if cfg.perceptual_weight:
+            recon = recon + cfg.perceptual_weight * perceptual_loss(output, x[k, :b])
+        contrastive = supervised_contrastive_loss(projection, labels[k, :b], cfg.temperature)
+        (recon + (0.3 if weights is None else weights[k]) * contrastive).backward()
+        expected = layout.flat_from_state_dict({n: p.grad for n, p in plain.named_parameters()})
+        scale = expected.abs().max()
+        torch.testing.assert_close(grad[k] / scale, expected / scale, rtol=0, atol=2e-6)
+        torch.testing.assert_close(losses.reconstruction[k], recon.detach(), rtol=1e-5, atol=0)
+        torch.testing.assert_close(
+            losses.contrastive[k], contrastive.detach(), rtol=1e-5, atol=1e-6
+        )
 
 
-def test_masked_contrastive_equals_the_unpadded_batches():
-    generator = torch.Generator().manual_seed(2)
-    projection = torch.randn(2, 7, 5, generator=generator)
-    labels = torch.randint(0, 2, (2, 7), generator=generator)
-    valid = torch.arange(7) < torch.tensor([[4], [7]])
-    got = batched_contrastive(projection, labels, 0.1, 0.5, valid)
-    assert got.d_projection is not None
-    assert not got.d_projection[0, 4:].any()
-    first = batched_contrastive(projection[:1, :4], labels[:1, :4], 0.1, 0.5)
-    torch.testing.assert_close(got.loss[0], first.loss[0])
-    torch.testing.assert_close(got.d_projection[0, :4], first.d_projection[0])
-    second = batched_contrastive(projection[1:], labels[1:], 0.1, 0.5)
-    torch.testing.assert_close(got.loss[1], second.loss[0])
-
-
-def test_evaluate_members_equals_evaluate_on_each_members_rows():
+def test_validation_of_members_equals_validation_of_each_on_its_own_rows():
     generator = torch.Generator().manual_seed(3)
-    mean = torch.rand(3, 13, generator=generator)
-    std = torch.rand(3, 13, generator=generator) + 0.5
-    cfg = config(design_with_head("plugin_units"))
+    mean = torch.rand(3, 1, 13, generator=generator)
+    std = torch.rand(3, 1, 13, generator=generator) + 0.5
+    cfg = config(design_with_head("plugin_units"), recon_in_consistent_units=True)
     generators = [torch.Generator().manual_seed(s) for s in range(3)]
-    models = initial_models(cfg, generators)
-    ensemble = BatchedSemanticEQ.from_models(
-        models, zscore_mean=mean, zscore_std=std, recon_in_consistent_units=True
-    )
+    model = SemanticEQModel.initialised(cfg.network_config(), generators)
+    objective = Objective.of(cfg.temperature, 3, (mean, std))
     counts = [37, 16, 5]
     x = torch.rand(3, 37, 13, generator=generator)
     labels = torch.randint(0, 3, (3, 37), generator=generator)
-    got = ensemble.evaluate_members(x, labels, counts, batch_size=16)
+    got = validation_losses(model, objective, x, labels, counts, batch_size=16)
+    # Other (finite) values past a member's rows change nothing.
+    x2 = x.clone()
+    x2[1, 16:] = 0.5
+    x2[2, 5:] = torch.rand(32, 13, generator=generator)
+    same = validation_losses(model, objective, x2, labels, counts, batch_size=16)
+    for name, a, b in zip(got._fields, got, same, strict=True):
+        assert torch.equal(a, b), name
     for k, n in enumerate(counts):
-        solo = BatchedSemanticEQ.from_models(
-            [models[k]], zscore_mean=mean[k], zscore_std=std[k], recon_in_consistent_units=True
-        )
-        expected = solo.evaluate(x[k, :n], labels[k, :n], batch_size=16)
+        solo = model.member(k)
+        own = Objective.of(cfg.temperature, 1, (mean[k : k + 1], std[k : k + 1]))
+        expected = validation_losses(solo, own, x[k : k + 1, :n], labels[k : k + 1, :n], [n], 16)
         torch.testing.assert_close(got.reconstruction[k], expected.reconstruction[0])
         torch.testing.assert_close(got.contrastive[k], expected.contrastive[0])
+    assert got.reconstruction[0] != got.reconstruction[1]
     with pytest.raises(ValueError, match="counts"):
-        ensemble.evaluate_members(x, labels, [37, 0, 5], batch_size=16)
-    with pytest.raises(ValueError, match="zscore_mean"):
-        BatchedSemanticEQ.from_models(
-            models, zscore_mean=mean[:2], zscore_std=std, recon_in_consistent_units=True
-        )
-
-
-def test_member_adam_leaves_inactive_members_alone():
-    cfg = config()
-    ensemble = _ensemble()
-    optimiser = MemberAdam(cfg, ensemble)
-    ensemble.grad.normal_(generator=torch.Generator().manual_seed(0))
-    before = ensemble.flat.clone()
-    grads = list(optimiser.rows[k].grad for k in range(3))
-    with torch.inference_mode():
-        optimiser.step([True, False, True])
-    assert torch.equal(ensemble.flat[1], before[1])
-    assert not torch.equal(ensemble.flat[0], before[0])
-    assert optimiser.rows[1] not in optimiser.adam.state
-    assert all(row.grad is grad for row, grad in zip(optimiser.rows, grads, strict=True))
-    with torch.inference_mode():
-        optimiser.step()
-    assert int(optimiser.adam.state[optimiser.rows[0]]["step"]) == 2
-    assert int(optimiser.adam.state[optimiser.rows[1]]["step"]) == 1
+        validation_losses(model, objective, x, labels, [37, 0, 5], batch_size=16)
 
 
 def _with_config(member: MemberData, cfg: TrainingConfig | None, **zscore) -> MemberData:
@@ -366,8 +366,10 @@ def test_members_with_their_own_schedule_weights_and_rate_train_as_alone():
     cfg = config(dropout=0.1, lr_schedule=True, lr_patience=0)
     own = [
         None,
-        replace(cfg, contrastive_weight_start=0.5, contrastive_weight_end=0.5, lr_schedule=False),
-        replace(cfg, learning_rate=5e-4, lr_factor=0.25),
+        cfg.with_changes(
+            contrastive_weight_start=0.5, contrastive_weight_end=0.5, lr_schedule=False
+        ),
+        cfg.with_changes(learning_rate=5e-4, lr_factor=0.25),
     ]
     members = [_with_config(m, c) for m, c in zip(make_members(), own, strict=True)]
     result = train_members(cfg, members)
@@ -381,7 +383,7 @@ def test_members_with_their_own_schedule_weights_and_rate_train_as_alone():
 def test_a_member_in_original_units_beside_one_in_consistent_units_trains_as_alone():
     design = design_with_head("plugin_units")
     cfg = config(design, dropout=0.1)
-    consistent = replace(cfg, recon_in_consistent_units=True)
+    consistent = cfg.with_changes(recon_in_consistent_units=True)
     middle, spread = (LOWER_LIMITS + UPPER_LIMITS) / 2, (UPPER_LIMITS - LOWER_LIMITS) / 4
     base = make_members()
     members = [
@@ -396,6 +398,6 @@ def test_a_member_in_original_units_beside_one_in_consistent_units_trains_as_alo
 
 def test_a_member_config_may_differ_only_in_the_member_fields():
     cfg = config()
-    member = _with_config(make_members()[0], replace(cfg, batch_size=16))
+    member = _with_config(make_members()[0], cfg.with_changes(batch_size=16))
     with pytest.raises(ValueError, match=r"members\[0\]\.config differs .* \['batch_size'\]"):
         train_members(cfg, [member])

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
-from kedro.framework.project import pipelines
+from kedro.framework.project import pipelines, settings
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from neural_eq_morphing.config_loader import ProjectConfigLoader
+from neural_eq_morphing.parameter_schema import ParameterError
+from neural_eq_morphing.pipelines.designs import DESIGN_KEYS, resolve_extends
 from tests.conftest import DESIGNS, KEDRO_VIZ_LAYERS, make_kedro_project
 
 
@@ -75,11 +79,10 @@ def test_a_design_added_to_the_parameters_is_a_pipeline_of_its_own(tmp_path, mon
     project = make_kedro_project(tmp_path, monkeypatch)
     path = project / "conf" / "base" / "parameters_designs.yml"
     parameters = yaml.safe_load(path.read_text())
-    log2 = parameters["designs"]["log2"]
     parameters["designs"]["log2_latent16"] = {
-        **log2,
+        "extends": "log2",  # only what changes
         "label": "Log 2 with a 16-d latent",
-        "training": {**log2["training"], "latent_dim": 16},
+        "training": {"latent_dim": 16},
     }
     path.write_text(yaml.safe_dump(parameters, sort_keys=False))
     bootstrap_project(project)  # the registry reads the designs again
@@ -90,3 +93,68 @@ def test_a_design_added_to_the_parameters_is_a_pipeline_of_its_own(tmp_path, mon
         catalog = session.load_context().catalog
         params = catalog.load("params:designs.log2_latent16.training")
     assert params["latent_dim"] == 16
+
+
+def test_a_design_that_extends_another_is_that_design_with_its_changes():
+    designs = {
+        "base": {
+            "label": "B",
+            "strict_ranges": True,
+            "feature_normaliser": {"kind": "minmax"},
+            "training": {"epochs": 150, "hidden_dims": [64, 128, 64], "latent_dim": 32},
+        },
+        "child": {"extends": "base", "label": "C", "training": {"hidden_dims": [8], "epochs": 3}},
+        "grandchild": {
+            "extends": "child",
+            "label": "G",
+            "feature_normaliser": {"log_kinds": ["q"]},
+        },
+    }
+    resolved = resolve_extends(designs)
+    assert resolved["base"] is designs["base"]
+    assert resolved["child"] == {
+        "label": "C",
+        "strict_ranges": True,
+        "feature_normaliser": {"kind": "minmax"},
+        # mappings merge key by key; a list replaces the parent's
+        "training": {"epochs": 3, "hidden_dims": [8], "latent_dim": 32},
+    }
+    assert resolved["grandchild"]["training"] == resolved["child"]["training"]
+    assert resolved["grandchild"]["feature_normaliser"] == {"kind": "minmax", "log_kinds": ["q"]}
+    assert list(resolved) == list(designs)
+    assert "extends" not in str(resolved)
+    assert designs["child"]["training"] == {"hidden_dims": [8], "epochs": 3}  # not mutated
+
+
+@pytest.mark.parametrize(
+    ("designs", "message"),
+    [
+        ({"a": {"extends": "nope", "label": "A"}}, "designs.a.extends names unknown design 'nope'"),
+        (
+            {"a": {"extends": "b", "label": "A"}, "b": {"extends": "a", "label": "B"}},
+            "makes a cycle: a -> b -> a",
+        ),
+        ({"a": {"label": "A"}, "b": {"extends": "a"}}, "designs.b extends 'a' and needs a label"),
+    ],
+)
+def test_a_bad_extends_is_named_in_one_line(designs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_extends(designs)
+
+
+def test_the_config_loader_resolves_the_projects_designs(tmp_path, monkeypatch):
+    project = make_kedro_project(tmp_path, monkeypatch)
+    path = project / "conf" / "base" / "parameters_designs.yml"
+    raw = yaml.safe_load(path.read_text())["designs"]
+    assert any("extends" in block for block in raw.values())  # the project uses it
+    loader = ProjectConfigLoader(conf_source=str(project / "conf"), **settings.CONFIG_LOADER_ARGS)
+    loaded = loader["parameters"]["designs"]
+    assert loaded == resolve_extends(raw)
+    assert all(set(block) == set(DESIGN_KEYS) for block in loaded.values())
+    # a bad extends stops the run with one line, before any node
+    raw["vae2"]["extends"] = "vae3"
+    path.write_text(yaml.safe_dump({"designs": raw}, sort_keys=False))
+    with pytest.raises(ParameterError, match=r"designs\.vae2\.extends names unknown design 'vae3'"):
+        ProjectConfigLoader(conf_source=str(project / "conf"), **settings.CONFIG_LOADER_ARGS)[
+            "parameters"
+        ]

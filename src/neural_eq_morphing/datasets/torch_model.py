@@ -34,7 +34,7 @@ from kedro.io.core import (
 from kedro_mlflow.io.models import MlflowModelTrackingDataset
 
 from neural_eq_morphing import serving
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
 from neural_eq_morphing.models.storage import ModelFileError, read_model, write_model
 from neural_eq_morphing.serving import SemanticEQ
 

@@ -1,29 +1,26 @@
 """Torch models of the semantic EQ (docs/design.md section 5); nothing here knows Kedro or MLflow.
 
-* :mod:`~neural_eq_morphing.models.modules`: the plain ``nn.Module`` classes used for
-  inference, export and logging (:class:`SemanticEQModel`, :func:`build_model`) and the
-  decoder heads (:data:`DECODER_HEADS`);
-* :mod:`~neural_eq_morphing.models.losses`: reconstruction and supervised contrastive
-  losses (differentiable reference definitions);
-* :mod:`~neural_eq_morphing.models.batched`: the batched ensemble implementation with
-  hand-written gradients used for training;
-* :mod:`~neural_eq_morphing.models.training`: :class:`TrainingConfig` and :func:`train`
-  (the epochs, with ``torch.optim.Adam`` and ``ReduceLROnPlateau`` per member);
+* :mod:`~neural_eq_morphing.models.config`: :class:`TrainingConfig`, a design's
+  hyper-parameters;
+* :mod:`~neural_eq_morphing.models.heads`: the decoder heads (:data:`DECODER_HEADS`);
+* :mod:`~neural_eq_morphing.models.network`: the network, :class:`SemanticEQModel`, one
+  definition for ``M`` members at once (``M = 1`` is the model that is saved and served);
+* :mod:`~neural_eq_morphing.models.losses`: the losses, with row masks, and a design's
+  :class:`~neural_eq_morphing.models.losses.Objective`;
+* :mod:`~neural_eq_morphing.models.optim`: Adam and the LR schedule per member;
+* :mod:`~neural_eq_morphing.models.training`: :func:`train` and :func:`train_members`
+  (the epochs of a batched ensemble, gradients by autograd);
 * :mod:`~neural_eq_morphing.models.progress`: progress callbacks.
 """
 
-from neural_eq_morphing.models.batched import BatchedSemanticEQ, ParameterLayout
-from neural_eq_morphing.models.losses import reconstruction_loss, supervised_contrastive_loss
-from neural_eq_morphing.models.modules import (
-    DECODER_HEADS,
-    Decoder,
-    DecoderHead,
-    Encoder,
-    ResidualBlock,
-    SemanticEQModel,
-    build_model,
-    check_decoder_head,
+from neural_eq_morphing.models.config import TrainingConfig
+from neural_eq_morphing.models.heads import DECODER_HEADS, DecoderHead, check_decoder_head
+from neural_eq_morphing.models.losses import (
+    Objective,
+    reconstruction_per_row,
+    supervised_contrastive_loss,
 )
+from neural_eq_morphing.models.network import ParameterLayout, SemanticEQModel, build_model
 from neural_eq_morphing.models.progress import (
     ConsoleProgress,
     EpochReport,
@@ -34,7 +31,6 @@ from neural_eq_morphing.models.training import (
     HISTORY_COLUMNS,
     MEMBER_HISTORY_COLUMNS,
     MemberData,
-    TrainingConfig,
     TrainingResult,
     TrainingTiming,
     train,
@@ -45,16 +41,13 @@ __all__ = [
     "DECODER_HEADS",
     "HISTORY_COLUMNS",
     "MEMBER_HISTORY_COLUMNS",
-    "BatchedSemanticEQ",
     "ConsoleProgress",
-    "Decoder",
     "DecoderHead",
-    "Encoder",
     "EpochReport",
     "MemberData",
+    "Objective",
     "ParameterLayout",
     "ProgressCallback",
-    "ResidualBlock",
     "SemanticEQModel",
     "TrainingConfig",
     "TrainingResult",
@@ -62,7 +55,7 @@ __all__ = [
     "build_model",
     "check_decoder_head",
     "default_progress",
-    "reconstruction_loss",
+    "reconstruction_per_row",
     "supervised_contrastive_loss",
     "train",
     "train_members",

@@ -20,8 +20,9 @@ from neural_eq_morphing.eq.normalisers import (
     normaliser_from_dict,
 )
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
+from neural_eq_morphing.models.config import TrainingConfig
 from neural_eq_morphing.models.progress import ProgressCallback
-from neural_eq_morphing.models.training import MemberData, TrainingConfig, TrainingResult, train
+from neural_eq_morphing.models.training import MemberData, TrainingResult, train
 
 PARAMS = list(PARAMETER_NAMES)
 #: The splits, in the order the tables are passed around.

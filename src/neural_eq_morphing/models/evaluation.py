@@ -33,7 +33,7 @@ from neural_eq_morphing.eq.response import clamped_response_db
 from neural_eq_morphing.eq.validity import range_report
 from neural_eq_morphing.models.data import PARAMS, SPLITS, features_of
 from neural_eq_morphing.models.metrics import spec_of
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
 from neural_eq_morphing.models.protocol import eligible_terms
 from neural_eq_morphing.models.sampling import posterior_columns, word_regions
 

@@ -1,6 +1,8 @@
 """A trained model's file: its config and weights as plain tensors, never pickled code.
 
-``torch.save`` of ``{"format", "model_config", "state_dict"}``, read back with
+``torch.save`` of ``{"format", "model_config", "state_dict"}`` (the state dict one flat
+``(1, P)`` parameter, :class:`~neural_eq_morphing.models.network.ParameterLayout`), read
+back with
 ``torch.load(weights_only=True)``, which refuses any pickled object other than tensors
 and plain containers: a tampered file fails to load instead of running its payload.
 Used by the catalog's ``TorchModelDataset`` and by the MLflow model
@@ -14,9 +16,11 @@ from typing import IO
 
 import torch
 
-from neural_eq_morphing.models.modules import SemanticEQModel, build_model
+from neural_eq_morphing.models.network import SemanticEQModel, build_model
 
-MODEL_FORMAT = "neural_eq_morphing.model/1"
+MODEL_FORMAT = "neural_eq_morphing.model/2"
+#: The first format: the same weights as per-layer ``nn.Linear``/``nn.LayerNorm`` tensors.
+LEGACY_MODEL_FORMAT = "neural_eq_morphing.model/1"
 
 
 class ModelFileError(ValueError):
@@ -53,10 +57,19 @@ def read_model(source: IO[bytes], where: str) -> SemanticEQModel:
             f"'{where}' cannot be read as a saved semantic-EQ model ({error}); it may be "
             "truncated, corrupted or tampered with. Delete it and run training again."
         ) from error
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+    formats = (MODEL_FORMAT, LEGACY_MODEL_FORMAT)
+    if not isinstance(payload, dict) or payload.get("format") not in formats:
         raise ModelFileError(
             f"'{where}' is not a saved semantic-EQ model (expected format {MODEL_FORMAT})"
         )
-    model = build_model(payload["model_config"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = build_model(payload["model_config"])
+        state = payload["state_dict"]
+        if payload["format"] == LEGACY_MODEL_FORMAT:
+            state = {"flat": model.layout.flat_from_state_dict(state)[None]}
+        model.load_state_dict(state)
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise ModelFileError(
+            f"'{where}' holds weights that do not fit its model config ({error})"
+        ) from error
     return model.eval()

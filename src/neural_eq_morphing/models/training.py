@@ -4,18 +4,16 @@ Each model is a *member* of the ensemble. :func:`train` trains one member per se
 on the same training and validation rows; :func:`train_members` trains members that each
 have rows of their own (:class:`MemberData`: seed, training and validation rows,
 z-score vectors; row counts may differ, seeds may repeat), e.g. every fold × seed of a
-cross-validation in one ensemble. Both drive the same engine, which goes down the stack
-once:
+cross-validation in one ensemble. Both drive the same engine:
 
-1. :mod:`~neural_eq_morphing.models.modules` gives each seed's initial
-   :class:`~neural_eq_morphing.models.modules.SemanticEQModel`;
-2. :class:`~neural_eq_morphing.models.batched.BatchedSemanticEQ` stacks them and computes
-   every step's losses and gradients (hand-written, batched over the members: the point
-   of the project's training speed, docs/design.md section 9);
-3. :class:`MemberAdam` makes the step and the LR schedule with the public torch classes,
-   so their arithmetic is torch's own: ``torch.optim.Adam`` over the members' rows of the
-   flat parameter buffer (each row a parameter with its own state; its ``.grad`` the
-   matching row of the gradient buffer), and one
+1. :class:`~neural_eq_morphing.models.network.SemanticEQModel` holds the members in one
+   flat ``(M, P)`` parameter, each member's initial weights drawn from its own generator;
+2. each step's forward runs batched over the members, its losses are
+   :class:`~neural_eq_morphing.models.losses.Objective`'s, and autograd gives the
+   gradient of every member at once (:meth:`_Group.step`);
+3. :class:`~neural_eq_morphing.models.optim.MemberAdam` makes the step and the LR
+   schedule with the public torch classes: ``torch.optim.Adam`` over the members' rows
+   of the flat buffer (each row a parameter with its own state), and one
    ``torch.optim.lr_scheduler.ReduceLROnPlateau`` per member on its validation loss.
 
 Every member gets the training it would get alone (``train(config, <its rows>,
@@ -38,12 +36,12 @@ Members with rows of their own: a member with ``n`` rows has ``ceil(n / batch_si
 steps per epoch and the ensemble as many steps as its longest member. While every
 member's batch at a step has the same size the step is the plain batched one; otherwise
 the batches are padded to the largest and a row mask keeps the padded rows out of every
-loss and gradient (:mod:`~neural_eq_morphing.models.batched`); a member whose epoch is
+loss and gradient (:mod:`~neural_eq_morphing.models.losses`); a member whose epoch is
 over takes no Adam step. With shared rows (:func:`train`) the sizes always agree, and
 validation is one pass over the shared rows.
 
 Groups (:attr:`TrainingConfig.workers`): the members may be split into a few contiguous
-groups, each a ``BatchedSemanticEQ`` trained in its own thread on one intra-op thread.
+groups, each a model of its own trained in its own thread on one intra-op thread.
 On the 2-core target (benchmarks/train_speed.py ``--workers``, 5-member Log 2 ensemble,
 150 epochs) 2 groups took a median 162 ms per epoch against 238 ms for one group on 2
 intra-op threads, and 38 s against 276 s for the whole run while another process took
@@ -63,7 +61,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -72,14 +70,16 @@ import torch
 from torch import Tensor
 
 from neural_eq_morphing.eq.parameters import N_PARAMETERS
-from neural_eq_morphing.models.batched import BatchedSemanticEQ
-from neural_eq_morphing.models.modules import (
-    DecoderHead,
-    SemanticEQModel,
-    build_model,
-    check_decoder_head,
-    initialise_parameters,
+from neural_eq_morphing.models.config import MEMBER_FIELDS, TrainingConfig
+from neural_eq_morphing.models.heads import same_output_space
+from neural_eq_morphing.models.losses import (
+    Objective,
+    StepLosses,
+    kl_per_row,
+    supervised_contrastive_loss,
 )
+from neural_eq_morphing.models.network import SemanticEQModel
+from neural_eq_morphing.models.optim import MemberAdam
 from neural_eq_morphing.models.progress import EpochReport, ProgressCallback
 
 #: Columns of :attr:`TrainingResult.history`, in order.
@@ -101,214 +101,6 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 #: Columns of :attr:`TrainingResult.history` from :func:`train_members`, in order: the
 #: member's index into the ``members`` given, then :data:`HISTORY_COLUMNS`.
 MEMBER_HISTORY_COLUMNS: tuple[str, ...] = ("member", *HISTORY_COLUMNS)
-#: The :class:`TrainingConfig` fields in which the members of one ensemble may differ
-#: (:attr:`MemberData.config`); every other field is the ensemble's. Decoder heads may
-#: differ only between the two in normalised space (``normalised`` and ``separate``:
-#: :func:`same_output_space`).
-MEMBER_FIELDS: tuple[str, ...] = (
-    "decoder_head",
-    "perceptual_weight",
-    "recon_in_consistent_units",
-    "learning_rate",
-    "contrastive_weight_start",
-    "contrastive_weight_end",
-    "lr_schedule",
-    "lr_factor",
-    "lr_patience",
-    "lr_threshold",
-)
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Every hyper-parameter of a training run (docs/design.md section 5).
-
-    A design's values live in ``conf/base/parameters_designs.yml`` (its ``training``
-    block, less ``seed``): the fields a design sets have no default here. The fields with
-    a default are implementation knobs.
-
-    Attributes:
-        decoder_head: ``"plugin_units"``, ``"normalised"`` or ``"separate"`` (see
-            :mod:`~neural_eq_morphing.models.modules`).
-        recon_in_consistent_units: ``plugin_units`` heads only: z-score the decoder
-            output before the MSE (the ablation); ``False`` keeps the original units
-            mismatch. ``True`` with the ``normalised`` head is an error.
-        epochs: Number of epochs.
-        batch_size: Rows per training (and validation) batch.
-        learning_rate: Initial Adam learning rate.
-        dropout: Dropout probability inside the residual blocks.
-        hidden_dims: Widths of the residual blocks of encoder and decoder.
-        latent_dim: Size of the latent space.
-        projection_dim: Output size of the contrastive projection.
-        temperature: Temperature of the supervised contrastive loss.
-        contrastive_weight_start: Contrastive weight of the first epoch.
-        contrastive_weight_end: Contrastive weight of the last epoch (linear in between).
-        lr_schedule: Use ReduceLROnPlateau on the validation total loss.
-        lr_factor: LR multiplier of the schedule.
-        lr_patience: Epochs without improvement before the LR is reduced.
-        variational: A β-VAE latent (a diagonal Gaussian posterior, decoded from a
-            sample in training) instead of the tanh one.
-        kl_weight_start: β of the first epoch (the KL term's weight; variational only).
-        kl_weight_end: β of the last epoch (linear in between: KL annealing).
-        perceptual_weight: Weight of the perceptual loss (C-weighted dB response error,
-            :mod:`~neural_eq_morphing.models.perceptual`) added to the reconstruction
-            MSE; 0 for none. Needs a decoder output in Log 2's normalised space.
-        betas: Adam's ``(beta1, beta2)`` (torch's default).
-        eps: Adam's ``eps`` (torch's default).
-        lr_threshold: Relative improvement the schedule counts as better (torch's
-            default).
-        seeds: Seeds of the members trained (overridable in :func:`train`).
-        workers: Member groups trained in parallel threads (see the module docstring);
-            ``None`` picks ``min(members, torch.get_num_threads())``. A member's result
-            depends on its group only through float round-off; for a fixed config and
-            thread count it is bit-reproducible.
-        fused_adam: ``torch.optim.Adam(fused=True)``: one kernel call per step for all
-            members that share a learning rate; ``False`` uses torch's default
-            (single-tensor) Adam, slower. The two agree to float round-off.
-    """
-
-    decoder_head: DecoderHead
-    recon_in_consistent_units: bool
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    dropout: float
-    hidden_dims: tuple[int, ...]
-    latent_dim: int
-    projection_dim: int
-    temperature: float
-    contrastive_weight_start: float
-    contrastive_weight_end: float
-    lr_schedule: bool
-    lr_factor: float
-    lr_patience: int
-    variational: bool
-    kl_weight_start: float
-    kl_weight_end: float
-    perceptual_weight: float
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    lr_threshold: float = 1e-4
-    seeds: tuple[int, ...] = (0,)
-    workers: int | None = None
-    fused_adam: bool = True
-
-    def __post_init__(self) -> None:
-        check_decoder_head(self.decoder_head)
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        object.__setattr__(self, "hidden_dims", tuple(int(d) for d in self.hidden_dims))
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-        checks = [
-            (
-                not self.recon_in_consistent_units or self.decoder_head == "plugin_units",
-                "recon_in_consistent_units applies to the plugin_units decoder head only, "
-                f"not to {self.decoder_head!r}",
-            ),
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (
-                min(self.kl_weight_start, self.kl_weight_end) >= 0,
-                "kl_weight_start and kl_weight_end must be at least 0, got "
-                f"{self.kl_weight_start} and {self.kl_weight_end}",
-            ),
-            (
-                self.variational or self.kl_weight_start == self.kl_weight_end == 0,
-                "kl_weight_start and kl_weight_end apply to variational models only; set "
-                "variational: true or both weights to 0",
-            ),
-            (
-                self.perceptual_weight >= 0,
-                f"perceptual_weight must be at least 0, got {self.perceptual_weight}",
-            ),
-            (
-                self.perceptual_weight == 0 or self.decoder_head != "plugin_units",
-                "perceptual_weight needs a decoder output in normalised space "
-                "(decoder_head normalised or separate), not plugin_units",
-            ),
-            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
-            (0.0 <= self.dropout < 1.0, f"dropout must lie in [0, 1), got {self.dropout}"),
-            (len(self.hidden_dims) >= 1, "hidden_dims needs at least one block width"),
-            (self.temperature > 0, f"temperature must be positive, got {self.temperature}"),
-            (
-                self.learning_rate > 0,
-                f"learning_rate must be positive, got {self.learning_rate}",
-            ),
-            (0.0 < self.lr_factor < 1.0, f"lr_factor must lie in (0, 1), got {self.lr_factor}"),
-            (self.lr_patience >= 0, f"lr_patience must be at least 0, got {self.lr_patience}"),
-            (len(self.betas) == 2, f"betas needs two values, got {self.betas}"),
-            (
-                len(set(self.seeds)) == len(self.seeds),
-                f"seeds must be distinct, got {list(self.seeds)}",
-            ),
-            (
-                self.workers is None or self.workers >= 1,
-                f"workers must be at least 1, got {self.workers}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
-        """Build from a plain mapping (a design's ``training`` block less ``seed``).
-
-        Unknown keys and missing required keys are errors that name the expected ones.
-        """
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            hint = " (pass the seed to train(seeds=...))" if "seed" in unknown else ""
-            raise ValueError(
-                f"unknown training parameter(s) {unknown}{hint}; expected some of {known}"
-            )
-        missing = [name for name in required_fields() if name not in values]
-        if missing:
-            raise ValueError(
-                f"missing training parameter(s) {missing}; a design's training block "
-                f"must set all of {list(required_fields())}"
-            )
-        return cls(**dict(values))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-able dict that :meth:`from_dict` turns back into this config."""
-        values = asdict(self)
-        for key in ("betas", "hidden_dims", "seeds"):
-            values[key] = list(values[key])
-        return values
-
-    def model_config(self) -> dict[str, Any]:
-        """The :attr:`SemanticEQModel.model_config` of the models this config trains."""
-        return {
-            "decoder_head": self.decoder_head,
-            "n_features": N_PARAMETERS,
-            "hidden_dims": list(self.hidden_dims),
-            "latent_dim": self.latent_dim,
-            "projection_dim": self.projection_dim,
-            "dropout": self.dropout,
-            "variational": self.variational,
-        }
-
-    def contrastive_weights(self) -> list[float]:
-        """Contrastive weight per epoch: linear from the start to the end value."""
-        return self._schedule(self.contrastive_weight_start, self.contrastive_weight_end)
-
-    def kl_weights(self) -> list[float]:
-        """β (the KL term's weight) per epoch: linear from the start to the end value."""
-        return self._schedule(self.kl_weight_start, self.kl_weight_end)
-
-    def _schedule(self, start: float, end: float) -> list[float]:
-        if self.epochs == 1:
-            return [float(start)]
-        return [start + (end - start) * e / (self.epochs - 1) for e in range(self.epochs)]
-
-
-def required_fields() -> tuple[str, ...]:
-    """The :class:`TrainingConfig` fields without a default: those a design must set."""
-    return tuple(
-        f.name
-        for f in fields(TrainingConfig)
-        if f.default is MISSING and f.default_factory is MISSING
-    )
 
 
 @dataclass(frozen=True)
@@ -526,145 +318,6 @@ class _PerMember:
 _Data = _Shared | _PerMember
 
 
-def same_output_space(heads: Sequence[str]) -> bool:
-    """Whether decoder heads may share one ensemble.
-
-    They may when they are all one head, or only heads in normalised space
-    (``normalised`` and ``separate``, which have the same parameters).
-    """
-    return len(set(heads)) <= 1 or set(heads) <= {"normalised", "separate"}
-
-
-def initial_models(
-    config: TrainingConfig,
-    generators: Sequence[torch.Generator],
-    configs: Sequence[TrainingConfig] | None = None,
-) -> list[SemanticEQModel]:
-    """Create one initialised model per generator without touching torch's global RNG.
-
-    ``configs``: each member's own config (its decoder head), when they differ.
-    """
-    models = []
-    for k, generator in enumerate(generators):
-        own = config if configs is None else configs[k]
-        with torch.random.fork_rng(devices=[]):
-            model = build_model(own.model_config())
-        initialise_parameters(model, generator)
-        models.append(model)
-    return models
-
-
-class MemberAdam:
-    """Adam and ReduceLROnPlateau for the members of one batched ensemble, each its own.
-
-    One ``torch.optim.Adam`` holds every member's row of ``ensemble.flat`` as a parameter
-    of its own (its ``.grad`` is the matching row of ``ensemble.grad``, which
-    :meth:`~BatchedSemanticEQ.loss_and_grad` overwrites in place every step), so each
-    member has its own Adam state. Members whose learning rates are equal share a
-    parameter group: a step is one fused kernel call per distinct learning rate (one
-    until a schedule reduces), not one per member. Adam's arithmetic is elementwise, so
-    this is bit-identical to one ``torch.optim.Adam`` per member.
-
-    A member's learning rate lives in its own ``torch.optim.Optimizer`` over its row
-    (:attr:`members`, never stepped): its ``ReduceLROnPlateau`` acts on that, and
-    :meth:`end_epoch` regroups Adam's parameter groups after the schedules stepped.
-
-    :func:`train` and :func:`train_members` build the ensemble and this outside
-    ``torch.inference_mode`` (the rows stay ordinary tensors) and step inside it; a
-    member whose epoch is over sits out a step (:meth:`step`'s ``active``).
-
-    Args:
-        config: ``betas``, ``eps``, ``fused_adam``, and for every member without its
-            own config ``learning_rate`` and the schedule (``lr_schedule``,
-            ``lr_factor``, ``lr_patience``, ``lr_threshold``).
-        ensemble: The members.
-        configs: Each member's own config (its learning rate and schedule), or ``None``:
-            ``config`` for all.
-    """
-
-    def __init__(
-        self,
-        config: TrainingConfig,
-        ensemble: BatchedSemanticEQ,
-        configs: Sequence[TrainingConfig] | None = None,
-    ) -> None:
-        configs = list(configs) if configs is not None else [config] * ensemble.members
-        self.rows = [ensemble.flat[k] for k in range(ensemble.members)]
-        for row, grad in zip(self.rows, ensemble.grad, strict=True):
-            row.grad = grad
-        kernel = {"fused": True} if config.fused_adam else {"foreach": False}
-        self.adam = torch.optim.Adam(
-            self.rows, lr=config.learning_rate, betas=config.betas, eps=config.eps, **kernel
-        )
-        self.members = [
-            torch.optim.Optimizer([row], {"lr": own.learning_rate})
-            for row, own in zip(self.rows, configs, strict=True)
-        ]
-        #: Member index -> its plateau schedule (members without a schedule have none).
-        self.schedulers = {
-            k: torch.optim.lr_scheduler.ReduceLROnPlateau(
-                member,
-                mode="min",
-                factor=own.lr_factor,
-                patience=own.lr_patience,
-                threshold=own.lr_threshold,
-            )
-            for k, (member, own) in enumerate(zip(self.members, configs, strict=True))
-            if own.lr_schedule
-        }
-        self._regroup()  # members may start with learning rates of their own
-
-    @property
-    def learning_rates(self) -> list[float]:
-        """The members' current learning rates."""
-        return [float(member.param_groups[0]["lr"]) for member in self.members]
-
-    def step(self, active: Sequence[bool] | None = None) -> None:
-        """One Adam step of the members with the gradient now in ``ensemble.grad``.
-
-        Args:
-            active: Which members step (one flag per member); ``None``: all. An inactive
-                member's row has its ``.grad`` set to ``None`` for the step, so
-                ``torch.optim.Adam`` leaves its weights, moments and step count alone
-                (as if it had not been called for that member).
-        """
-        if active is None or all(active):
-            self.adam.step()
-            return
-        if len(active) != len(self.rows):
-            raise ValueError(f"need {len(self.rows)} flags, got {len(active)}")
-        idle = [row for row, on in zip(self.rows, active, strict=True) if not on]
-        grads = [row.grad for row in idle]
-        for row in idle:
-            row.grad = None
-        try:
-            self.adam.step()
-        finally:
-            for row, grad in zip(idle, grads, strict=True):
-                row.grad = grad
-
-    def end_epoch(self, val_losses: Sequence[float]) -> None:
-        """Step every member's schedule on its validation loss (if there is a schedule)."""
-        for k, scheduler in self.schedulers.items():
-            scheduler.step(val_losses[k])
-        self._regroup()
-
-    def _regroup(self) -> None:
-        """One Adam parameter group per distinct member learning rate."""
-        lrs = self.learning_rates
-        grouped = {id(p): group["lr"] for group in self.adam.param_groups for p in group["params"]}
-        if all(grouped[id(row)] == lr for row, lr in zip(self.rows, lrs, strict=True)):
-            return
-        settings = {k: v for k, v in self.adam.param_groups[0].items() if k not in ("params", "lr")}
-        cohorts: dict[float, list[Tensor]] = {}
-        for row, lr in zip(self.rows, lrs, strict=True):
-            cohorts.setdefault(lr, []).append(row)
-        # Adam's state is keyed by the parameter tensors, so it survives the regrouping.
-        self.adam.param_groups.clear()
-        for lr, rows in cohorts.items():
-            self.adam.add_param_group({**settings, "params": rows, "lr": lr})
-
-
 def train(
     config: TrainingConfig,
     train_features: Any,
@@ -706,7 +359,7 @@ def train(
         raise ValueError("need at least one seed")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
-    config = replace(config, seeds=tuple(seeds))
+    config = config.with_changes(seeds=tuple(seeds))
     x_train = _features(train_features, "train_features")
     x_val = _features(val_features, "val_features")
     data = _Shared(
@@ -785,8 +438,8 @@ def train_members(
         val_y.append(_labels(member.val_labels, val_x[-1].shape[0], f"{name}.val_labels"))
         zscores.append(_zscore(configs[-1], member.zscore_mean, member.zscore_std, f"{name}: "))
     consistent = any(c.recon_in_consistent_units for c in configs)
-    config = replace(
-        config, seeds=tuple(dict.fromkeys(seeds)), recon_in_consistent_units=consistent
+    config = config.with_changes(
+        seeds=tuple(dict.fromkeys(seeds)), recon_in_consistent_units=consistent
     )
     zscore = None
     if consistent:
@@ -808,14 +461,13 @@ def train_members(
 def _member_config(config: TrainingConfig, own: TrainingConfig | None, name: str) -> TrainingConfig:
     """A member's config: its own (checked against the ensemble's) or the ensemble's."""
     if own is None:
-        return replace(config, seeds=(0,))
+        return config.with_changes(seeds=(0,))
     if not isinstance(own, TrainingConfig):
         raise TypeError(f"{name}.config must be a TrainingConfig, got {type(own).__name__}")
     differ = [
-        f.name
-        for f in fields(TrainingConfig)
-        if f.name not in (*MEMBER_FIELDS, "seeds")
-        and getattr(own, f.name) != getattr(config, f.name)
+        name
+        for name in TrainingConfig.model_fields
+        if name not in (*MEMBER_FIELDS, "seeds") and getattr(own, name) != getattr(config, name)
     ]
     if differ:
         raise ValueError(
@@ -827,7 +479,7 @@ def _member_config(config: TrainingConfig, own: TrainingConfig | None, name: str
             f"{name}.config has decoder_head {own.decoder_head!r}, the ensemble "
             f"{config.decoder_head!r}; only the normalised and separate heads may mix"
         )
-    return replace(own, seeds=(0,))
+    return own.with_changes(seeds=(0,))
 
 
 def _fit(
@@ -845,13 +497,13 @@ def _fit(
     threads = torch.get_num_threads()
     workers = min(len(seeds), config.workers or threads)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
-    models = initial_models(config, generators, configs)
+    heads = [(configs[k] if configs else config).decoder_head for k in range(len(seeds))]
     groups = [
         _Group.of(
             config,
             members,
             [seeds[k] for k in members],
-            [models[k] for k in members],
+            [heads[k] for k in members],
             [generators[k] for k in members],
             data.take(members),
             None if configs is None else [configs[k] for k in members],
@@ -866,7 +518,7 @@ def _fit(
         with _intra_op_threads(max(1, threads // len(groups))):
             _run_parallel(config, groups, reporter)
     train_s = time.perf_counter() - epochs_started
-    trained = [group.ensemble.export(k) for group in groups for k in range(group.ensemble.members)]
+    trained = [group.model.member(k) for group in groups for k in range(group.model.members)]
     columns: dict[str, list[Any]] = {name: [] for name in MEMBER_HISTORY_COLUMNS}
     for epoch in range(1, config.epochs + 1):
         _append(columns, reporter.record(epoch))
@@ -884,7 +536,16 @@ def _fit(
 class _Group:
     """Members trained together as one batched model, in one thread, and their records."""
 
-    ensemble: BatchedSemanticEQ
+    model: SemanticEQModel
+    #: ``model.flat`` without autograd: the buffer the optimiser steps in place.
+    flat: Tensor
+    #: The gradient buffer that every step overwrites (the rows' ``.grad``).
+    grad: Tensor
+    #: Per-parameter views of :attr:`flat`: the step's leaves (``requires_grad``).
+    leaves: dict[str, Tensor]
+    #: The matching views of :attr:`grad`.
+    grad_views: list[Tensor]
+    objective: Objective
     generators: list[torch.Generator]
     optimiser: MemberAdam
     members: list[int]  # indices among all members
@@ -903,31 +564,75 @@ class _Group:
         config: TrainingConfig,
         members: list[int],
         seeds: list[int],
-        models: Sequence[SemanticEQModel],
+        heads: list[str],
         generators: list[torch.Generator],
         data: _Data,
         configs: Sequence[TrainingConfig] | None = None,
     ) -> _Group:
-        mean, std = data.zscore if data.zscore is not None else (None, None)
-        ensemble = BatchedSemanticEQ.from_models(
-            models,
-            temperature=config.temperature,
-            zscore_mean=mean,
-            zscore_std=std,
-            recon_in_consistent_units=config.recon_in_consistent_units,
-            perceptual_weight=[c.perceptual_weight for c in configs]
-            if configs
-            else config.perceptual_weight,
+        """Draw the members' initial weights from their generators and set up their step."""
+        model = SemanticEQModel.initialised(config.network_config(), generators, heads)
+        flat = model.flat.detach()
+        grad = torch.zeros_like(flat)
+        leaves = {
+            name: view.requires_grad_(True) for name, view in model.layout.views(flat).items()
+        }
+        objective = Objective.of(
+            config.temperature,
+            len(members),
+            data.zscore,
+            [c.perceptual_weight for c in configs] if configs else config.perceptual_weight,
         )
         schedules = [c.contrastive_weights() for c in configs or [config]]
         weights: list[float | Tensor] = [
             values[0] if len(set(values)) == 1 else torch.tensor(values)
             for values in zip(*schedules, strict=True)
         ]
-        optimiser = MemberAdam(config, ensemble, configs)
+        optimiser = MemberAdam(config, flat, grad, configs)
         return cls(
-            ensemble, generators, optimiser, members, seeds, data, weights, config.kl_weights()
+            model,
+            flat,
+            grad,
+            leaves,
+            list(model.layout.views(grad).values()),
+            objective,
+            generators,
+            optimiser,
+            members,
+            seeds,
+            data,
+            weights,
+            config.kl_weights(),
         )
+
+    def step(
+        self,
+        x: Tensor,
+        labels: Tensor,
+        masks: Tensor | None,
+        noise: Tensor | None,
+        valid: Tensor | None,
+        weight: float | Tensor,
+        kl_weight: float,
+    ) -> StepLosses:
+        """Forward and autograd backward of ``reconstruction + w · contrastive + β · KL``.
+
+        Overwrites :attr:`grad` with every member's gradient (members' losses depend on
+        their own rows of the parameter only, so the gradient of their sum is each
+        member's own). ``torch.autograd.grad`` returns the leaves' gradients without
+        accumulating them (10% faster than ``backward`` into ``.grad`` views at one
+        member, measured).
+        """
+        leaves = list(self.leaves.values())
+        with torch.enable_grad():
+            fwd = self.model.run(x, params=self.leaves, masks=masks, noise=noise, training=True)
+            losses = self.objective.losses(fwd, x, labels, valid)
+            total = losses.reconstruction + weight * losses.contrastive
+            if kl_weight:
+                total = total + kl_weight * losses.kl
+            gradients = torch.autograd.grad(total.sum(), leaves)
+        # One foreach copy into the buffer's views (a third of a cat's time, measured).
+        torch._foreach_copy_(self.grad_views, gradients)
+        return StepLosses(*(part.detach() for part in losses))
 
 
 class _EpochReporter:
@@ -1010,9 +715,8 @@ def _run_group(
     stop: threading.Event,
 ) -> None:
     """All epochs of one group: train, validate, step the members' LR schedules."""
-    # inference_mode: nothing here uses autograd, and it makes every op a little cheaper.
-    # It is per thread, hence here.
-    with torch.inference_mode():
+    # Gradients only inside the step (Group.step); grad mode is per thread, hence here.
+    with torch.no_grad():
         for epoch, (weight, kl_weight) in enumerate(
             zip(group.weights, group.kl_weights, strict=True), start=1
         ):
@@ -1075,24 +779,18 @@ def _epoch(
     Adam step. A member's epoch losses are the means over its own steps. A variational
     member draws its latent noise after its dropout masks, from the same generator.
     """
-    ensemble, generators, optimiser, data = (
-        group.ensemble,
-        group.generators,
-        group.optimiser,
-        group.data,
-    )
-    members = ensemble.members
+    model, generators, optimiser, data = group.model, group.generators, group.optimiser, group.data
+    members = model.members
     batch_size = config.batch_size
     dropout = config.dropout
     keep_scale = 1.0 / (1.0 - dropout)
-    width = ensemble.dropout_width
+    width = sum(model.layout.dropout_widths)
     learning_rates = optimiser.learning_rates
     counts = data.train_counts * members if isinstance(data, _Shared) else data.train_counts
     member_steps = [-(-n // batch_size) for n in counts]
     perms = _permutations(data, generators)
     rows = torch.arange(members).unsqueeze(1)
     totals = torch.zeros(3, members)
-    step_weight = weight if isinstance(weight, float) else weight.view(-1, 1, 1)
     for step in range(max(member_steps)):
         start = step * batch_size
         sizes = [min(batch_size, max(0, n - start)) for n in counts]
@@ -1107,12 +805,10 @@ def _epoch(
             uniform = _member_draws(torch.rand, sizes, width, generators)
             masks = uniform.ge_(dropout).mul_(keep_scale)
         noise = None
-        if ensemble.variational:
-            noise = _member_draws(torch.randn, sizes, ensemble.latent_dim, generators)
+        if model.variational:
+            noise = _member_draws(torch.randn, sizes, model.latent_dim, generators)
         valid = None if even else torch.arange(batch) < torch.tensor(sizes).unsqueeze(1)
-        losses = ensemble.loss_and_grad(
-            x, y, masks, step_weight, valid, noise=noise, kl_weight=kl_weight
-        )
+        losses = group.step(x, y, masks, noise, valid, weight, kl_weight)
         # Members without rows this step (0 losses) take no Adam step.
         optimiser.step(None if even else [size > 0 for size in sizes])
         totals[0] += losses.reconstruction
@@ -1123,9 +819,19 @@ def _epoch(
     else:
         totals /= torch.tensor(member_steps, dtype=totals.dtype)
     if isinstance(data, _Shared):
-        val = ensemble.evaluate(data.x_val, data.y_val, batch_size)
+        n = data.x_val.shape[0]
+        val = validation_losses(
+            model,
+            group.objective,
+            data.x_val.expand(members, *data.x_val.shape),
+            data.y_val.expand(members, n),
+            [n] * members,
+            batch_size,
+        )
     else:
-        val = ensemble.evaluate_members(data.val.x, data.val.y, data.val.counts, batch_size)
+        val = validation_losses(
+            model, group.objective, data.val.x, data.val.y, data.val.counts, batch_size
+        )
     return {
         "train_loss": (totals[0] + weight * totals[1] + kl_weight * totals[2]).tolist(),
         "train_reconstruction": totals[0].tolist(),
@@ -1139,6 +845,62 @@ def _epoch(
         "val_kl": val.kl.tolist(),
         "kl_weight": [kl_weight] * members,
     }
+
+
+@torch.no_grad()
+def validation_losses(
+    model: SemanticEQModel,
+    objective: Objective,
+    x: Tensor,
+    labels: Tensor,
+    counts: Sequence[int],
+    batch_size: int,
+) -> StepLosses:
+    """Eval-mode losses of every member over consecutive batches of its own rows.
+
+    Member ``k`` is evaluated on its first ``counts[k]`` rows in consecutive batches of
+    ``batch_size`` rows (its last batch may be smaller); each loss is the mean of its
+    per-batch values, as a loop over a non-shuffled ``DataLoader`` would report. Rows past
+    a member's count are padding (finite) and do not count.
+
+    Args:
+        model: The members (eval mode: no dropout, a variational latent's mean).
+        objective: The members' losses.
+        x: Features ``(M, N, 13)``, member ``k``'s rows first.
+        labels: Class ids ``(M, N)``.
+        counts: Rows of each member, each in ``[1, N]``.
+        batch_size: Rows per batch.
+
+    Returns:
+        Per-member loss components, each ``(M,)``.
+    """
+    members, n = x.shape[0], x.shape[1]
+    if len(counts) != members or not all(1 <= c <= n for c in counts):
+        raise ValueError(f"counts must be {members} values in [1, {n}], got {list(counts)}")
+    fwd = model.run(x)
+    kl = torch.zeros(members, n) if fwd.posterior is None else kl_per_row(*fwd.posterior)
+    # Reconstruction and KL per row, side by side: (M, N, 2), then padded to whole batches.
+    per_row = torch.stack([objective.reconstruction_rows(fwd.output, x), kl], -1)
+    batches = -(-n // batch_size)
+    pad = batches * batch_size - n
+    projection = torch.nn.functional.pad(fwd.projection, (0, 0, 0, pad))
+    per_row = torch.nn.functional.pad(per_row, (0, 0, 0, pad))
+    labels = torch.nn.functional.pad(labels, (0, pad))
+    valid = torch.arange(batches * batch_size) < torch.tensor(list(counts)).unsqueeze(1)
+    valid = valid.view(members, batches, batch_size)
+    rows = valid.sum(-1)
+    sums = (per_row.view(members, batches, batch_size, 2) * valid.unsqueeze(-1)).sum(2)
+    means = sums / rows.clamp_min(1).unsqueeze(-1)
+    contrastive = supervised_contrastive_loss(
+        projection.view(members, batches, batch_size, -1),
+        labels.view(members, batches, batch_size),
+        objective.temperature,
+        valid,
+    )
+    used = rows > 0
+    n_batches = used.sum(1)
+    recon, kl_mean = ((means * used.unsqueeze(-1)).sum(1) / n_batches.unsqueeze(-1)).unbind(-1)
+    return StepLosses(recon, (contrastive * used).sum(1) / n_batches, kl_mean)
 
 
 def _member_draws(

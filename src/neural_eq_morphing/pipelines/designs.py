@@ -63,6 +63,67 @@ def check_designs(designs: Any) -> dict[str, Mapping[str, Any]]:
     return dict(designs)
 
 
+#: The key by which a design block starts from another design.
+EXTENDS = "extends"
+
+
+def resolve_extends(designs: Mapping[str, Any]) -> dict[str, Any]:
+    """Every design block complete: one that says ``extends: <design>`` starts from it.
+
+    A block with ``extends`` lists only what it changes: its keys are merged over the
+    design it extends (that one resolved first; mappings such as ``training`` and
+    ``feature_normaliser`` merge key by key, any other value, a list included, replaces).
+    It must give its own ``label``. The result has no ``extends`` keys; blocks without
+    one are returned as they are.
+
+    Raises:
+        ValueError: When a block extends an unknown design, itself through a cycle, or
+            has no label of its own.
+    """
+    if not isinstance(designs, Mapping):
+        return designs  # type: ignore[return-value]
+    resolved: dict[str, Any] = {}
+
+    def resolve(name: str, chain: tuple[str, ...]) -> Any:
+        if name in resolved:
+            return resolved[name]
+        block = designs[name]
+        if not isinstance(block, Mapping) or EXTENDS not in block:
+            resolved[name] = block
+            return block
+        parent = block[EXTENDS]
+        if parent not in designs:
+            raise ValueError(
+                f"designs.{name}.extends names unknown design {parent!r}; known: {list(designs)}"
+            )
+        if parent in (*chain, name):
+            raise ValueError(
+                f"designs.{name}.extends makes a cycle: {' -> '.join((*chain, name, parent))}"
+            )
+        if "label" not in block:
+            raise ValueError(
+                f"designs.{name} extends {parent!r} and needs a label of its own (label: ...)"
+            )
+        changes = {key: value for key, value in block.items() if key != EXTENDS}
+        resolved[name] = _merged(resolve(parent, (*chain, name)), changes)
+        return resolved[name]
+
+    for name in designs:
+        resolve(name, ())
+    return {name: resolved[name] for name in designs}
+
+
+def _merged(base: Any, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``changes`` over ``base``, mappings key by key, any other value replacing."""
+    out = dict(base) if isinstance(base, Mapping) else {}
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def design_names(project_path: str | Path | None = None) -> list[str]:
     """The designs declared in the project's parameters, in file order.
 

@@ -7,9 +7,9 @@ import pytest
 
 from neural_eq_morphing.datasets.mlflow_runs import MlflowNestedRunsDataset
 from neural_eq_morphing.models import evaluation as ev
+from neural_eq_morphing.models.config import TrainingConfig
 from neural_eq_morphing.models.metrics import EVALUATION, REGISTRY, Metric
-from neural_eq_morphing.models.modules import SemanticEQModel
-from neural_eq_morphing.models.training import TrainingConfig
+from neural_eq_morphing.models.network import SemanticEQModel
 from neural_eq_morphing.pipelines.compare.nodes import (
     compare_seeds,
     comparison_metrics,
@@ -156,6 +156,17 @@ def test_every_configuration_sees_the_same_folds_and_seeds_and_the_designs_a_rep
     ablation_rows = verdicts[verdicts["family"] == f"short vs {design}"]
     assert not ablation_rows.empty
     assert set(verdicts["verdict"]) <= {"better", "worse", "no detectable difference", "identical"}
+
+
+def test_the_same_comparison_twice_gives_the_same_fold_metrics():
+    # Same config and seeds => the same numbers, through the real nodes in memory (the
+    # integration tier runs the whole pipeline once only).
+    designs = _designs()
+    compare = {**TINY_COMPARE, "designs": [next(iter(designs))]}
+    first, second = (compared_tiny(designs, compare) for _ in range(2))
+    pd.testing.assert_frame_equal(first[5], second[5])  # fold metrics
+    pd.testing.assert_frame_equal(first[4], second[4])  # baselines
+    assert first[5]["generation_rms_db"].notna().any()
 
 
 def test_comparisons_pair_each_configuration_with_the_baselines_that_have_the_metric():

@@ -7,7 +7,7 @@ from neural_eq_morphing.eq.normalisers import MinMaxNormaliser
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.models.data import decoder_normaliser
 from neural_eq_morphing.models.evaluation import embed_settings
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
 from neural_eq_morphing.pipelines.training.nodes import (
     HISTORY_METRICS,
     history_to_metrics,

@@ -19,12 +19,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from neural_eq_morphing.models.config import MEMBER_FIELDS, TrainingConfig
 from neural_eq_morphing.models.data import PARAMS, decoder_normaliser, member_data
 from neural_eq_morphing.models.evaluation import (
     ModelEvaluation,
@@ -40,7 +41,7 @@ from neural_eq_morphing.models.metrics import (
     spec_of,
     without_shared,
 )
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
 from neural_eq_morphing.models.progress import default_progress
 from neural_eq_morphing.models.protocol import (
     REFERENCES,
@@ -58,12 +59,7 @@ from neural_eq_morphing.models.statistics import (
     paired_verdicts,
     summarise,
 )
-from neural_eq_morphing.models.training import (
-    MEMBER_FIELDS,
-    TrainingConfig,
-    TrainingResult,
-    train_members,
-)
+from neural_eq_morphing.models.training import TrainingResult, train_members
 from neural_eq_morphing.pipelines.data_processing.nodes import fit_normaliser, normalise_splits
 from neural_eq_morphing.pipelines.designs import compare_seeds, resolve_configurations
 
@@ -353,7 +349,7 @@ def ensembles(configs: Mapping[str, TrainingConfig]) -> list[list[str]]:
     weights, LR schedule) share one batched ensemble: a bigger
     ensemble trains faster per model, and each member still trains as it would alone.
     """
-    shared = [f.name for f in fields(TrainingConfig) if f.name not in (*MEMBER_FIELDS, "seeds")]
+    shared = [name for name in TrainingConfig.model_fields if name not in (*MEMBER_FIELDS, "seeds")]
     families: dict[tuple, list[str]] = {}
     for name, config in configs.items():
         key = tuple(repr(getattr(config, field)) for field in shared)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from neural_eq_morphing.models.evaluation import evaluate_model, out_of_range_sets
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
 from neural_eq_morphing.serving import SemanticEQ
 
 logger = logging.getLogger(__name__)

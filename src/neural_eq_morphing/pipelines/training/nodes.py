@@ -8,10 +8,11 @@ from typing import Any
 
 import pandas as pd
 
+from neural_eq_morphing.models.config import TrainingConfig
 from neural_eq_morphing.models.data import decoder_normaliser, train_on_tables
-from neural_eq_morphing.models.modules import SemanticEQModel
+from neural_eq_morphing.models.network import SemanticEQModel
 from neural_eq_morphing.models.progress import default_progress
-from neural_eq_morphing.models.training import HISTORY_COLUMNS, TrainingConfig
+from neural_eq_morphing.models.training import HISTORY_COLUMNS
 
 logger = logging.getLogger(__name__)
 
