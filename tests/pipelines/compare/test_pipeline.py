@@ -55,7 +55,7 @@ def test_report_lands_in_reporting_and_mlflow_with_every_figure(compared):
     assert "## Distributions of drawn settings" in markdown
     assert "realism" not in markdown
     versions = sorted((project / "data" / "08_reporting" / "compare" / "report.html").glob("*/*"))
-    assert len(versions) == 2  # one per run, nothing overwritten
+    assert len(versions) == 1  # one run, one version
     assert versions[-1].read_text() == html
     experiment = client.get_experiment_by_name("neural_eq_morphing")
     parents = client.search_runs(
