@@ -22,8 +22,9 @@ from neural_eq_morphing.models import (
     train,
     train_members,
 )
+from neural_eq_morphing.models.members import _PerMember, _Rows
 from neural_eq_morphing.models.perceptual import perceptual_loss
-from neural_eq_morphing.models.training import _Group, _PerMember, _Rows, validation_losses
+from neural_eq_morphing.models.training import _Group, validation_losses
 from tests.models.conftest import design_training, design_with_head, plain_model, with_masks
 
 SMALL = {

@@ -8,6 +8,7 @@
 * :mod:`~neural_eq_morphing.models.losses`: the losses, with row masks, and a design's
   :class:`~neural_eq_morphing.models.losses.Objective`;
 * :mod:`~neural_eq_morphing.models.optim`: Adam and the LR schedule per member;
+* :mod:`~neural_eq_morphing.models.members`: each member's rows, validated and stacked;
 * :mod:`~neural_eq_morphing.models.training`: :func:`train` and :func:`train_members`
   (the epochs of a batched ensemble, gradients by autograd);
 * :mod:`~neural_eq_morphing.models.progress`: progress callbacks.
@@ -20,6 +21,7 @@ from neural_eq_morphing.models.losses import (
     reconstruction_per_row,
     supervised_contrastive_loss,
 )
+from neural_eq_morphing.models.members import MemberData
 from neural_eq_morphing.models.network import ParameterLayout, SemanticEQModel, build_model
 from neural_eq_morphing.models.progress import (
     ConsoleProgress,
@@ -30,7 +32,6 @@ from neural_eq_morphing.models.progress import (
 from neural_eq_morphing.models.training import (
     HISTORY_COLUMNS,
     MEMBER_HISTORY_COLUMNS,
-    MemberData,
     TrainingResult,
     TrainingTiming,
     train,

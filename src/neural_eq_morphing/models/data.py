@@ -21,8 +21,9 @@ from neural_eq_morphing.eq.normalisers import (
 )
 from neural_eq_morphing.eq.parameters import PARAMETER_NAMES
 from neural_eq_morphing.models.config import TrainingConfig
+from neural_eq_morphing.models.members import MemberData
 from neural_eq_morphing.models.progress import ProgressCallback
-from neural_eq_morphing.models.training import MemberData, TrainingResult, train
+from neural_eq_morphing.models.training import TrainingResult, train
 
 PARAMS = list(PARAMETER_NAMES)
 #: The splits, in the order the tables are passed around.
