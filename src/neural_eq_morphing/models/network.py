@@ -288,6 +288,8 @@ class SemanticEQModel(nn.Module):
         variational: A diagonal Gaussian latent (β-VAE) instead of the tanh one.
         seed: When given, the parameters are drawn from a ``torch.Generator`` seeded with
             it (torch's global RNG untouched), else from torch's global generator.
+        generators: One generator per member to draw its parameters from (instead of
+            ``seed``).
         members: Number of members ``M``.
         member_heads: Each member's decoder head when they differ (only the normalised
             and separate heads, both in normalised space, may mix); ``None``: all
@@ -314,6 +316,7 @@ class SemanticEQModel(nn.Module):
         seed: int | None = None,
         members: int = 1,
         member_heads: Sequence[str] | None = None,
+        generators: Sequence[torch.Generator] | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
@@ -341,8 +344,12 @@ class SemanticEQModel(nn.Module):
             )
         self.member_heads = heads
         self.layout = ParameterLayout(self.model_config)
-        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
-        rows = [self.layout.initial_row(generator or _global_generator()) for _ in heads]
+        if generators is None:
+            one = torch.default_generator if seed is None else torch.Generator().manual_seed(seed)
+            generators = [one] * members
+        if len(generators) != members:
+            raise ValueError(f"need {members} generators, one per member, got {len(generators)}")
+        rows = [self.layout.initial_row(generator) for generator in generators]
         #: The parameters of every member, ``(M, P)``.
         self.flat = nn.Parameter(torch.stack(rows))
 
@@ -354,10 +361,9 @@ class SemanticEQModel(nn.Module):
         member_heads: Sequence[str] | None = None,
     ) -> SemanticEQModel:
         """One member per generator, each drawn from its own generator (global RNG untouched)."""
-        model = build_model(model_config, members=len(generators), member_heads=member_heads)
-        with torch.no_grad():
-            model.flat.copy_(torch.stack([model.layout.initial_row(g) for g in generators]))
-        return model
+        return build_model(
+            model_config, members=len(generators), member_heads=member_heads, generators=generators
+        )
 
     @property
     def members(self) -> int:
@@ -535,10 +541,6 @@ class SemanticEQModel(nn.Module):
         return tuple(t.reshape(*shape, -1) for t in (fwd.latent, fwd.projection, fwd.output))  # type: ignore[return-value]
 
 
-def _global_generator() -> torch.Generator:
-    return torch.default_generator
-
-
 def build_model(config: Mapping[str, Any], **kwargs: Any) -> SemanticEQModel:
     """Rebuild a :class:`SemanticEQModel` from its ``model_config`` (weights drawn afresh).
 
@@ -546,7 +548,8 @@ def build_model(config: Mapping[str, Any], **kwargs: Any) -> SemanticEQModel:
     before ``decoder_head`` replaced ``variant`` is read too (``"log1"`` means
     ``plugin_units``, ``"log2"`` ``normalised``); one written before ``variational``
     existed is a deterministic (tanh-latent) model. ``kwargs``: ``members``,
-    ``member_heads``, ``seed``.
+    ``member_heads``, ``seed`` or ``generators``; without either the initial weights
+    are drawn from torch's global generator inside ``fork_rng``, leaving it untouched.
     """
     values = dict(config)
     if "variant" in values:
@@ -566,5 +569,6 @@ def build_model(config: Mapping[str, Any], **kwargs: Any) -> SemanticEQModel:
         )
     if "decoder_head" not in values:
         raise ValueError("model config lacks the field 'decoder_head'")
-    with torch.random.fork_rng(devices=[], enabled="seed" not in kwargs):
+    own_draws = kwargs.get("seed") is not None or kwargs.get("generators") is not None
+    with torch.random.fork_rng(devices=[], enabled=not own_draws):
         return SemanticEQModel(**values, **kwargs)
