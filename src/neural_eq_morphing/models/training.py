@@ -42,11 +42,11 @@ validation is one pass over the shared rows.
 
 Groups (:attr:`TrainingConfig.workers`): the members may be split into a few contiguous
 groups, each a model of its own trained in its own thread on one intra-op thread.
-On the 2-core target (benchmarks/train_speed.py ``--workers``, 5-member Log 2 ensemble,
-150 epochs) 2 groups took a median 162 ms per epoch against 238 ms for one group on 2
-intra-op threads, and 38 s against 276 s for the whole run while another process took
-a core: OpenMP threads wait for each other at every operation, so a taken core stalls
-them all.
+Measured on the 2-core target with this engine (benchmarks/train_speed.py ``--workers``,
+idle machine): 2 groups take 0.91× the time per epoch of one group at 19 and 55 members
+and 1.09× at 5; with the engine before (hand-written gradients) they paid more, and far
+more while another process took a core (38 s against 276 s for a 5-member ensemble):
+OpenMP threads wait for each other at every operation, so a taken core stalls them all.
 
 Nothing touches the disk, and torch's global RNG is not used. The one process-wide
 effect: while more than one group trains, torch's intra-op thread count is
