@@ -54,12 +54,10 @@ def test_a_file_of_the_first_format_loads_as_the_same_network(tmp_path):
     # Format 1 stored the weights as per-layer nn.Linear/LayerNorm tensors; format 2 stores
     # the one flat parameter. A model written the old way must load to the same model.
     model = SemanticEQModel("plugin_units", seed=4).eval()
-    row = model.flat.detach()[0]
+    views = model.layout.views(model.flat.detach())
     per_layer = {}
     for piece, entry in model.layout.module_order:
-        start = sum(e.numel for e in model.layout.entries[: model.layout.entries.index(entry)])
-        block = row[start : start + entry.numel].view(entry.shape)
-        block = block[:, piece.start : piece.start + piece.columns]
+        block = views[entry.name][0, :, piece.start : piece.start + piece.columns]
         per_layer[piece.key] = block.t().clone() if piece.is_weight else block[0].clone()
     path = tmp_path / "old.pt"
     legacy = {"format": LEGACY_MODEL_FORMAT, "model_config": model.model_config}

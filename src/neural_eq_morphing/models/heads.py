@@ -143,7 +143,7 @@ def decoder_output(output: Tensor, heads: Sequence[str], training: bool) -> Tens
             "only the normalised and separate heads (both in normalised space) may mix "
             f"in one ensemble, got {sorted(kinds)}"
         )
-    if kinds == {"separate"} or "separate" in kinds:
+    if "separate" in kinds:
         separate = separate_head(output)
         if not training:
             separate = separate.clamp(0.0, 1.0)

@@ -12,7 +12,7 @@ A new loss is one function here and a weight in the design's block.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -159,15 +159,12 @@ class Objective:
     temperature: float
     zscore: tuple[Tensor, Tensor] | None
     perceptual_weight: Tensor
+    #: The members whose perceptual weight is above 0 (read every step).
+    perceptual_members: Tensor = field(init=False)
 
-    @property
-    def perceptual_members(self) -> Tensor:
-        """The members whose perceptual weight is above 0 (cached: read every step)."""
-        cached = self.__dict__.get("_perceptual_members")
-        if cached is None:
-            cached = torch.nonzero(self.perceptual_weight > 0).flatten()
-            object.__setattr__(self, "_perceptual_members", cached)
-        return cached
+    def __post_init__(self) -> None:
+        members = torch.nonzero(self.perceptual_weight > 0).flatten()
+        object.__setattr__(self, "perceptual_members", members)
 
     @classmethod
     def of(

@@ -290,6 +290,7 @@ class SemanticEQModel(nn.Module):
             it (torch's global RNG untouched), else from torch's global generator.
         generators: One generator per member to draw its parameters from (instead of
             ``seed``).
+        flat: The parameters ``(M, P)`` themselves (copied; nothing is drawn).
         members: Number of members ``M``.
         member_heads: Each member's decoder head when they differ (only the normalised
             and separate heads, both in normalised space, may mix); ``None``: all
@@ -317,6 +318,7 @@ class SemanticEQModel(nn.Module):
         members: int = 1,
         member_heads: Sequence[str] | None = None,
         generators: Sequence[torch.Generator] | None = None,
+        flat: Tensor | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
@@ -344,13 +346,21 @@ class SemanticEQModel(nn.Module):
             )
         self.member_heads = heads
         self.layout = ParameterLayout(self.model_config)
+        if flat is not None:
+            if tuple(flat.shape) != (members, self.layout.size):
+                raise ValueError(
+                    f"the weights do not fit the model: expected a flat parameter of shape "
+                    f"({members}, {self.layout.size}), got {tuple(flat.shape)}"
+                )
+            #: The parameters of every member, ``(M, P)``.
+            self.flat = nn.Parameter(flat.detach().to(torch.float32).clone())
+            return
         if generators is None:
             one = torch.default_generator if seed is None else torch.Generator().manual_seed(seed)
             generators = [one] * members
         if len(generators) != members:
             raise ValueError(f"need {members} generators, one per member, got {len(generators)}")
         rows = [self.layout.initial_row(generator) for generator in generators]
-        #: The parameters of every member, ``(M, P)``.
         self.flat = nn.Parameter(torch.stack(rows))
 
     @classmethod
@@ -388,10 +398,8 @@ class SemanticEQModel(nn.Module):
 
     def member(self, k: int) -> SemanticEQModel:
         """Member ``k`` as a model of its own (a copy, eval mode): what is saved and served."""
-        model = build_model({**self.model_config, "decoder_head": self.member_heads[k]})
-        with torch.no_grad():
-            model.flat.copy_(self.flat[k : k + 1])
-        return model.eval()
+        config = {**self.model_config, "decoder_head": self.member_heads[k]}
+        return build_model(config, flat=self.flat[k : k + 1]).eval()
 
     # ------------------------------------------------------------------ forward
     def run(
@@ -418,22 +426,30 @@ class SemanticEQModel(nn.Module):
         """
         v = self.layout.views(self.flat) if params is None else params
         mask_views = self._split_masks(masks)
-        h = x
-        for j in range(len(self.layout.encoder_blocks)):
-            h = _block(h, v, f"encoder.blocks.{j}", mask_views[j])
-        out = _linear(torch.relu(_linear(h, v, "encoder.hidden")), v, "encoder.to_latent")
-        posterior = None
-        if self.variational:
-            mean, log_variance = out.split(self.latent_dim, dim=-1)
-            posterior = (mean, log_variance)
-            latent = (
-                mean if noise is None else torch.addcmul(mean, (0.5 * log_variance).exp(), noise)
-            )
-        else:
-            latent = torch.tanh(out)
+        n_encoder = len(self.layout.encoder_blocks)
+        latent, posterior = self._encode(x, v, mask_views[:n_encoder], noise)
         projection = _linear(latent, v, "projection")
-        output = self._decode(latent, v, mask_views[len(self.layout.encoder_blocks) :], training)
+        output = self._decode(latent, v, mask_views[n_encoder:], training)
         return Forward(latent, projection, output, posterior)
+
+    def _encode(
+        self,
+        x: Tensor,
+        v: Mapping[str, Tensor],
+        masks: Sequence[Tensor | None],
+        noise: Tensor | None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """The latent the decoder sees and a variational model's ``(mean, log_variance)``."""
+        h = x
+        for j, mask in enumerate(masks):
+            h = _block(h, v, f"encoder.blocks.{j}", mask)
+        out = _linear(torch.relu(_linear(h, v, "encoder.hidden")), v, "encoder.to_latent")
+        if not self.variational:
+            return torch.tanh(out), None
+        mean, log_variance = out.split(self.latent_dim, dim=-1)
+        if noise is None:
+            return mean, (mean, log_variance)
+        return torch.addcmul(mean, (0.5 * log_variance).exp(), noise), (mean, log_variance)
 
     def _decode(
         self,
@@ -474,20 +490,18 @@ class SemanticEQModel(nn.Module):
             )
         return x, x.shape[:-1]
 
-    def _pass(self, x: Tensor, noise: Tensor | None) -> tuple[Forward, tuple[int, ...]]:
-        """One pass in this module's mode on ``x`` ``(..., 13)``; the leading shape."""
+    def _pass(
+        self, x: Tensor, noise: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, tuple[int, ...]]:
+        """``x`` ``(..., 13)`` batched, this mode's dropout masks and noise, the leading shape."""
         batched, shape = self._batched(x)
-        if self.variational and self.training and noise is None:
+        if not self.training:
+            noise = None
+        elif self.variational and noise is None:
             noise = torch.randn(*batched.shape[:-1], self.latent_dim)
         elif noise is not None:
             noise = noise.reshape(*batched.shape[:-1], self.latent_dim)
-        fwd = self.run(
-            batched,
-            masks=self._draw_masks(batched),
-            noise=noise if self.training else None,
-            training=self.training,
-        )
-        return fwd, shape
+        return batched, self._draw_masks(batched), noise, shape
 
     def sample(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The latent the decoder sees, with the posterior it came from: ``(z, mean, log_var)``.
@@ -495,12 +509,18 @@ class SemanticEQModel(nn.Module):
         Deterministic model: the latent (and ``mean`` = latent, ``log_var`` = 0). A
         variational one in training mode: ``z = μ + exp(log_var / 2) · noise`` (noise
         drawn from torch's global generator when not given); in eval mode ``z = μ``.
+        Only the encoder runs.
         """
-        fwd, shape = self._pass(x, noise)
-        latent = fwd.latent.reshape(*shape, -1)
-        if fwd.posterior is None:
+        batched, masks, noise, shape = self._pass(x, noise)
+        n_encoder = len(self.layout.encoder_blocks)
+        encoder_masks = self._split_masks(masks)[:n_encoder]
+        latent, posterior = self._encode(
+            batched, self.layout.views(self.flat), encoder_masks, noise
+        )
+        latent = latent.reshape(*shape, -1)
+        if posterior is None:
             return latent, latent, torch.zeros_like(latent)
-        mean, log_variance = (t.reshape(*shape, -1) for t in fwd.posterior)
+        mean, log_variance = (t.reshape(*shape, -1) for t in posterior)
         return latent, mean, log_variance
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -537,7 +557,8 @@ class SemanticEQModel(nn.Module):
 
     def forward(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Return ``(latent, projection, reconstruction)`` for features ``x`` (one pass)."""
-        fwd, shape = self._pass(x, noise)
+        batched, masks, noise, shape = self._pass(x, noise)
+        fwd = self.run(batched, masks=masks, noise=noise, training=self.training)
         return tuple(t.reshape(*shape, -1) for t in (fwd.latent, fwd.projection, fwd.output))  # type: ignore[return-value]
 
 
@@ -569,6 +590,6 @@ def build_model(config: Mapping[str, Any], **kwargs: Any) -> SemanticEQModel:
         )
     if "decoder_head" not in values:
         raise ValueError("model config lacks the field 'decoder_head'")
-    own_draws = kwargs.get("seed") is not None or kwargs.get("generators") is not None
+    own_draws = any(kwargs.get(key) is not None for key in ("seed", "generators", "flat"))
     with torch.random.fork_rng(devices=[], enabled=not own_draws):
         return SemanticEQModel(**values, **kwargs)

@@ -63,12 +63,14 @@ def read_model(source: IO[bytes], where: str) -> SemanticEQModel:
             f"'{where}' is not a saved semantic-EQ model (expected format {MODEL_FORMAT})"
         )
     try:
-        model = build_model(payload["model_config"])
         state = payload["state_dict"]
-        if payload["format"] == LEGACY_MODEL_FORMAT:
-            state = {"flat": model.layout.flat_from_state_dict(state)[None]}
-        model.load_state_dict(state)
-    except (KeyError, ValueError, RuntimeError) as error:
+        if payload["format"] == LEGACY_MODEL_FORMAT:  # rare: a throw-away model for its layout
+            layout = build_model(payload["model_config"]).layout
+            state = {"flat": layout.flat_from_state_dict(state)[None]}
+        if set(state) != {"flat"}:
+            raise ValueError(f"expected one tensor 'flat', got {sorted(state)}")
+        model = build_model(payload["model_config"], flat=state["flat"])
+    except (KeyError, ValueError, RuntimeError, AttributeError) as error:
         raise ModelFileError(
             f"'{where}' holds weights that do not fit its model config ({error})"
         ) from error
